@@ -1,0 +1,595 @@
+#!/usr/bin/env python3
+"""Offline artifact mirror for hardway.kubernetes.
+
+Builds every component the collection deploys from source, with the ordinary
+Go toolchain and the Go module proxy, at the versions pinned in
+roles/cluster/defaults/main/versions.yml, and lays the results out with the
+same paths, file names and archive formats as the upstream downloads, each
+with its checksum file. The collection then downloads from upstream or from
+this mirror with the same code: only the base differs.
+
+Everything slow is cached outside the clone (``$HARDWAY_CACHE``, default
+``~/.cache/hardway``), keyed by component and version.
+
+    mirror.py build [COMPONENT[@VERSION] ...]   build (default: every pin)
+    mirror.py verify                            check every checksum
+    mirror.py list                              components and pinned versions
+    mirror.py path                              print the mirror directory
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[2]
+VERSIONS_FILE = REPO / "roles" / "cluster" / "defaults" / "main" / "versions.yml"
+CACHE = Path(os.environ.get("HARDWAY_CACHE", Path.home() / ".cache" / "hardway"))
+MIRROR = CACHE / "mirror"
+STAMPS = MIRROR / ".stamps"
+LOGS = CACHE / "logs"
+WORK = CACHE / "work"
+ARCH = "amd64"
+
+
+class BuildError(Exception):
+    """A component failed to build; the message names it and its log."""
+
+
+def load_versions() -> tuple[dict, dict]:
+    """Read the pins and the known versions from the one versions file."""
+    import yaml  # PyYAML ships with ansible-core
+
+    data = yaml.safe_load(VERSIONS_FILE.read_text())
+    pins = {k: str(v) for k, v in data["cluster_versions"].items()}
+    known = {k: [str(x) for x in v] for k, v in data["cluster_known_versions"].items()}
+    return pins, known
+
+
+def go_env() -> dict:
+    env = dict(os.environ)
+    env.update(
+        GOMODCACHE=str(CACHE / "go" / "mod"),
+        GOCACHE=str(CACHE / "go" / "build"),
+        GOTOOLCHAIN="auto",
+        GOFLAGS="-mod=mod",
+        CGO_ENABLED="0",
+        GOOS="linux",
+        GOARCH=ARCH,
+    )
+    return env
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Builder:
+    """Runs the commands of one component, logging to its own file."""
+
+    def __init__(self, name: str, version: str):
+        self.name = name
+        self.version = version
+        self.work = WORK / f"{name}-{version}"
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOGS / f"{name}-{version}.log"
+        self.log = self.log_path.open("w")
+
+    def run(self, cmd: list[str], cwd: Path | None = None, env: dict | None = None,
+            capture: bool = False) -> str:
+        self.log.write(f"$ {' '.join(cmd)}\n")
+        self.log.flush()
+        proc = subprocess.run(
+            cmd, cwd=cwd or self.work, env=env or go_env(), text=True,
+            stdout=subprocess.PIPE if capture else self.log, stderr=self.log,
+        )
+        if proc.returncode != 0:
+            raise BuildError(
+                f"{self.name} {self.version}: `{' '.join(cmd[:3])} ...` exited "
+                f"{proc.returncode}; log kept at {self.log_path}")
+        return proc.stdout if capture else ""
+
+    def module_dir(self, module: str, version: str) -> Path:
+        out = self.run(["go", "mod", "download", "-json", f"{module}@{version}"],
+                       cwd=CACHE, capture=True)
+        info = json.loads(out)
+        if "Dir" not in info:
+            raise BuildError(f"{self.name}: {module}@{version} is not served by the "
+                             f"Go module proxy: {info.get('Error', 'no source')}")
+        return Path(info["Dir"])
+
+    def wrapper(self, requires: dict[str, str], replaces: dict[str, str] | None = None,
+                go_line: str | None = None, extra: str = "") -> Path:
+        """A throwaway module that requires the real ones, so their commands build."""
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        lines = ["module hardway.local/build", "", f"go {go_line or '1.26'}", extra, ""]
+        lines.append("require (")
+        lines += [f"\t{m} {v}" for m, v in requires.items()]
+        lines.append(")")
+        if replaces:
+            lines.append("replace (")
+            lines += [f"\t{m} => {r}" for m, r in replaces.items()]
+            lines.append(")")
+        (self.work / "go.mod").write_text("\n".join(lines) + "\n")
+        # A blank-importing file keeps `go mod tidy` from dropping the requires.
+        return self.work
+
+    def build(self, packages: list[str], out: Path, ldflags: str = "-s -w",
+              tags: str = "", cgo: bool = False) -> None:
+        env = go_env()
+        if cgo:
+            env["CGO_ENABLED"] = "1"
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(out) + "/"]
+        if tags:
+            cmd += ["-tags", tags]
+        self.run(cmd + packages, env=env)
+
+
+@dataclass
+class Component:
+    name: str
+    build: Callable[[Builder, str], list[Path]]
+    binaries: list[str] = field(default_factory=list)  # name -> runs `--version`
+    version_args: dict[str, list[str]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- layout helpers
+def gh_dir(repo: str, tag: str) -> Path:
+    """Where a GitHub release asset lives: github.com/<repo>/releases/download/<tag>/."""
+    return MIRROR / "github.com" / repo / "releases" / "download" / tag
+
+
+def write_tgz(dest: Path, files: dict[str, Path], prefix: str = "") -> None:
+    """A gzipped tar with fixed mtimes and owners, like the release archives."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        if prefix:
+            info = tarfile.TarInfo(prefix.rstrip("/"))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for arcname, src in sorted(files.items()):
+            info = tar.gettarinfo(str(src), arcname=prefix + arcname)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = 0
+            info.mode = 0o755
+            with src.open("rb") as f:
+                tar.addfile(info, f)
+    tmp.rename(dest)
+
+
+def write_sum(asset: Path, style: str = "sha256") -> Path:
+    """The checksum file next to an asset: `.sha256` (digest only, dl.k8s.io)
+    or `.sha256sum` (digest and name, GitHub releases)."""
+    digest = sha256(asset)
+    if style == "sha256":
+        path = asset.with_name(asset.name + ".sha256")
+        path.write_text(digest + "\n")
+    else:
+        path = asset.with_name(asset.name + ".sha256sum")
+        path.write_text(f"{digest}  {asset.name}\n")
+    return path
+
+
+def place(src: Path, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dest)
+    dest.chmod(0o755)
+    return dest
+
+
+# ------------------------------------------------------------------- components
+K8S_CMDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler",
+            "kubelet", "kube-proxy", "kubectl"]
+
+
+def k8s_wrapper(b: Builder, version: str) -> Path:
+    tag = f"v{version}"
+    out = b.run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{tag}"],
+                cwd=CACHE, capture=True)
+    info = json.loads(out)
+    if "Dir" not in info:
+        raise BuildError(f"kubernetes: k8s.io/kubernetes@{tag} is not served by the "
+                         f"proxy: {info.get('Error')}")
+    gomod = Path(info["GoMod"]).read_text().splitlines()
+    go_line = next(x.split()[1] for x in gomod if x.startswith("go "))
+    godebug = "\n".join(x for x in gomod if x.startswith("godebug"))
+    minor = version.split(".", 1)[1]
+    replaces = {}
+    for line in gomod:
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "=>" and parts[2].startswith("./staging/"):
+            replaces[parts[0]] = f"{parts[0]} v0.{minor}"
+    b.wrapper({"k8s.io/kubernetes": tag}, replaces, go_line, godebug)
+    (b.work / "tools.go").write_text(
+        "//go:build tools\n\npackage tools\n\nimport (\n"
+        '\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n'
+        '\t_ "k8s.io/kubernetes/test/images/agnhost"\n)\n')
+    b.run(["go", "mod", "tidy"])
+    return Path(info["Dir"])
+
+
+def k8s_ldflags(version: str) -> str:
+    major, minor, _ = version.split(".")
+    stamp = {
+        "gitVersion": f"v{version}", "gitMajor": major, "gitMinor": minor,
+        "gitCommit": "0" * 40, "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+    }
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.{k}={v}" for k, v in stamp.items()]
+    return "all=" + " ".join(flags)
+
+
+def build_kubernetes(b: Builder, version: str) -> list[Path]:
+    k8s_wrapper(b, version)
+    bindir = b.work / "bin"
+    b.build([f"k8s.io/kubernetes/cmd/{c}" for c in K8S_CMDS], bindir,
+            ldflags=k8s_ldflags(version), tags="selinux,notest,grpcnotrace")
+    dest = MIRROR / "dl.k8s.io" / "release" / f"v{version}" / "bin" / "linux" / ARCH
+    assets = []
+    for c in K8S_CMDS:
+        assets.append(place(bindir / c, dest / c))
+        write_sum(dest / c)
+    return assets
+
+
+def build_etcd(b: Builder, version: str) -> list[Path]:
+    tag = f"v{version}"
+    b.wrapper({"go.etcd.io/etcd/server/v3": tag, "go.etcd.io/etcd/etcdctl/v3": tag,
+               "go.etcd.io/etcd/etcdutl/v3": tag})
+    (b.work / "tools.go").write_text(
+        "//go:build tools\n\npackage tools\n\nimport (\n"
+        '\t_ "go.etcd.io/etcd/server/v3"\n\t_ "go.etcd.io/etcd/etcdctl/v3"\n'
+        '\t_ "go.etcd.io/etcd/etcdutl/v3"\n)\n')
+    b.run(["go", "mod", "tidy"])
+    bindir = b.work / "bin"
+    b.build(["go.etcd.io/etcd/server/v3"], bindir / "s")
+    b.build(["go.etcd.io/etcd/etcdctl/v3"], bindir / "c")
+    b.build(["go.etcd.io/etcd/etcdutl/v3"], bindir / "u")
+    base = f"etcd-{tag}-linux-{ARCH}"
+    asset = gh_dir("etcd-io/etcd", tag) / f"{base}.tar.gz"
+    write_tgz(asset, {"etcd": bindir / "s" / "v3", "etcdctl": bindir / "c" / "v3",
+                      "etcdutl": bindir / "u" / "v3"}, prefix=base + "/")
+    sums = asset.parent / "SHA256SUMS"
+    sums.write_text(f"{sha256(asset)}  {asset.name}\n")
+    return [asset]
+
+
+def go_install_build(b: Builder, module: str, version: str, pkgs: list[str],
+                     **kw) -> Path:
+    """Build packages of a module that builds as a plain dependency."""
+    b.wrapper({module: version})
+    (b.work / "tools.go").write_text(
+        "//go:build tools\n\npackage tools\n\nimport (\n"
+        + "".join(f'\t_ "{p}"\n' for p in pkgs) + ")\n")
+    b.run(["go", "mod", "tidy"])
+    bindir = b.work / "bin"
+    b.build(pkgs, bindir, **kw)
+    return bindir
+
+
+def build_containerd(b: Builder, version: str) -> list[Path]:
+    mod = "github.com/containerd/containerd/v2"
+    ld = f"-s -w -X {mod}/version.Version=v{version} -X {mod}/version.Revision=hardway"
+    bindir = go_install_build(
+        b, mod, f"v{version}",
+        [f"{mod}/cmd/{c}" for c in ("containerd", "containerd-shim-runc-v2", "ctr")],
+        ldflags=ld, tags="no_btrfs no_devmapper no_zfs")
+    asset = gh_dir("containerd/containerd", f"v{version}") / \
+        f"containerd-{version}-linux-{ARCH}.tar.gz"
+    write_tgz(asset, {f"bin/{c}": bindir / c
+                      for c in ("containerd", "containerd-shim-runc-v2", "ctr")})
+    write_sum(asset, "sha256sum")
+    return [asset]
+
+
+def build_runc(b: Builder, version: str) -> list[Path]:
+    mod = "github.com/opencontainers/runc"
+    ld = f"-s -w -X main.version={version} -X main.gitCommit=hardway -extldflags -static"
+    bindir = go_install_build(b, mod, f"v{version}", [mod], ldflags=ld,
+                              tags="seccomp netgo osusergo", cgo=True)
+    asset = place(bindir / "runc", gh_dir("opencontainers/runc", f"v{version}") / f"runc.{ARCH}")
+    (asset.parent / "runc.sha256sum").write_text(f"{sha256(asset)}  runc.{ARCH}\n")
+    return [asset]
+
+
+CNI_PLUGINS = {"bridge": "main/bridge", "loopback": "main/loopback",
+               "host-local": "ipam/host-local", "portmap": "meta/portmap"}
+
+
+def build_cni_plugins(b: Builder, version: str) -> list[Path]:
+    mod = "github.com/containernetworking/plugins"
+    ld = f"-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=v{version}"
+    bindir = go_install_build(b, mod, f"v{version}",
+                              [f"{mod}/plugins/{p}" for p in CNI_PLUGINS.values()], ldflags=ld)
+    asset = gh_dir("containernetworking/plugins", f"v{version}") / \
+        f"cni-plugins-linux-{ARCH}-v{version}.tgz"
+    write_tgz(asset, {f"./{n}": bindir / n for n in CNI_PLUGINS})
+    write_sum(asset)
+    return [asset]
+
+
+def build_flannel(b: Builder, version: str) -> list[Path]:
+    mod = "github.com/flannel-io/flannel"
+    bindir = go_install_build(b, mod, f"v{version}", [mod],
+                              ldflags=f"-s -w -X {mod}/pkg/version.Version=v{version} "
+                                      "-extldflags -static",
+                              tags="netgo osusergo", cgo=True)
+    asset = place(bindir / "flannel", gh_dir("flannel-io/flannel", f"v{version}") / f"flanneld-{ARCH}")
+    write_sum(asset, "sha256sum")
+    return [asset]
+
+
+def build_flannel_cni(b: Builder, version: str) -> list[Path]:
+    mod = "github.com/containernetworking/plugins"
+    bindir = go_install_build(b, mod, f"v{version}", [f"{mod}/plugins/meta/flannel"],
+                              ldflags="-s -w")
+    tag = f"v{version}"
+    asset = gh_dir("flannel-io/cni-plugin", tag) / \
+        f"cni-plugin-flannel-linux-{ARCH}-{tag}.tgz"
+    write_tgz(asset, {f"flannel-{ARCH}": bindir / "flannel"})
+    write_sum(asset)
+    return [asset]
+
+
+def build_coredns(b: Builder, version: str) -> list[Path]:
+    mod = "github.com/coredns/coredns"
+    bindir = go_install_build(b, mod, f"v{version}", [mod],
+                              ldflags=f"-s -w -X {mod}/coremain.GitCommit=v{version}")
+    asset = gh_dir("coredns/coredns", f"v{version}") / f"coredns_{version}_linux_{ARCH}.tgz"
+    write_tgz(asset, {"coredns": bindir / "coredns"})
+    write_sum(asset)
+    return [asset]
+
+
+def build_crictl(b: Builder, version: str) -> list[Path]:
+    mod = "sigs.k8s.io/cri-tools"
+    bindir = go_install_build(b, mod, f"v{version}", [f"{mod}/cmd/crictl"],
+                              ldflags=f"-s -w -X {mod}/pkg/version.Version=v{version}")
+    asset = gh_dir("kubernetes-sigs/cri-tools", f"v{version}") / \
+        f"crictl-v{version}-linux-{ARCH}.tar.gz"
+    write_tgz(asset, {"crictl": bindir / "crictl"})
+    write_sum(asset)
+    return [asset]
+
+
+# ----------------------------------------------------------------------- images
+IMAGES = MIRROR / "images"
+
+
+def image_archive(dest: Path, ref: str, files: dict[str, tuple[Path, int]],
+                  entrypoint: list[str], cmd: list[str] | None = None) -> Path:
+    """Write a `docker save`-format archive of a one-layer FROM-scratch image.
+
+    `ctr -n k8s.io images import` takes it as it is: no registry, no daemon.
+    """
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        dirs = sorted({str(Path(p).parent) for p in files if str(Path(p).parent) != "."})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for arcname, (src, mode) in sorted(files.items()):
+            info = tar.gettarinfo(str(src), arcname=arcname)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            info.mode = mode
+            with src.open("rb") as f:
+                tar.addfile(info, f)
+    layer_bytes = layer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    config = {
+        "architecture": ARCH, "os": "linux", "created": "2026-01-01T00:00:00Z",
+        "config": {"Entrypoint": entrypoint, "Cmd": cmd, "User": "65535:65535"
+                   if "pause" in ref else "0:0", "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": "2026-01-01T00:00:00Z",
+                     "created_by": "hardway.kubernetes test bed"}],
+    }
+    config_bytes = json.dumps(config, sort_keys=True).encode()
+    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    layer_name = diff_id.split(":")[1] + "/layer.tar"
+    manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": [layer_name]}]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".part")
+    with tarfile.open(tmp, "w") as tar:
+        for name, data in ((config_name, config_bytes), (layer_name, layer_bytes),
+                           ("manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    tmp.rename(dest)
+    write_sum(dest)
+    return dest
+
+
+def build_pause(b: Builder, version: str) -> list[Path]:
+    _, _, known = None, None, None
+    pins, _ = load_versions()
+    k8s = b.module_dir("k8s.io/kubernetes", f"v{pins['kubernetes']}")
+    b.work.mkdir(parents=True, exist_ok=True)
+    src = k8s / "build" / "pause" / "linux" / "pause.c"
+    out = b.work / "pause"
+    b.run(["gcc", "-Os", "-static", "-Wall", "-Werror",
+           f'-DVERSION=v{version}-hardway', "-o", str(out), str(src)])
+    b.run(["strip", str(out)])
+    return [image_archive(IMAGES / f"pause-{version}.tar", f"registry.k8s.io/pause:{version}",
+                          {"pause": (out, 0o755)}, ["/pause"])]
+
+
+def build_agnhost(b: Builder, version: str) -> list[Path]:
+    pins, _ = load_versions()
+    k8s_wrapper(b, pins["kubernetes"])
+    bindir = b.work / "bin"
+    b.build(["k8s.io/kubernetes/test/images/agnhost"], bindir)
+    return [image_archive(IMAGES / f"agnhost-{version}.tar",
+                          f"registry.k8s.io/e2e-test-images/agnhost:{version}",
+                          {"agnhost": (bindir / "agnhost", 0o755)}, ["/agnhost"])]
+
+
+def build_coredns_image(b: Builder, version: str) -> list[Path]:
+    tgz = gh_dir("coredns/coredns", f"v{version}") / f"coredns_{version}_linux_{ARCH}.tgz"
+    if not tgz.exists():
+        build_coredns(b, version)
+    b.work.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tgz) as tar:
+        tar.extract("coredns", b.work, filter="data")
+    return [image_archive(IMAGES / f"coredns-{version}.tar",
+                          f"registry.k8s.io/coredns/coredns:v{version}",
+                          {"coredns": (b.work / "coredns", 0o755)}, ["/coredns"])]
+
+
+COMPONENTS: dict[str, Callable[[Builder, str], list[Path]]] = {
+    "kubernetes": build_kubernetes,
+    "etcd": build_etcd,
+    "containerd": build_containerd,
+    "runc": build_runc,
+    "cni_plugins": build_cni_plugins,
+    "flannel": build_flannel,
+    "flannel_cni": build_flannel_cni,
+    "coredns": build_coredns,
+    "crictl": build_crictl,
+    "pause": build_pause,
+    "agnhost": build_agnhost,
+}
+# Image components that reuse another component's pin.
+DERIVED = {"coredns_image": ("coredns", build_coredns_image)}
+
+
+# ------------------------------------------------------------------------ CLI
+def resolve(requests: list[str]) -> list[tuple[str, str, Callable]]:
+    pins, known = load_versions()
+    names = list(COMPONENTS) + list(DERIVED)
+    if not requests:
+        requests = names
+    plan = []
+    for req in requests:
+        name, _, version = req.partition("@")
+        if name in DERIVED:
+            base, fn = DERIVED[name]
+        elif name in COMPONENTS:
+            base, fn = name, COMPONENTS[name]
+        else:
+            raise SystemExit(f"mirror: unknown component {name!r}; "
+                             f"known components: {', '.join(names)}")
+        version = version.lstrip("v") or pins[base]
+        if version not in known.get(base, []):
+            raise SystemExit(f"mirror: unknown version {version!r} for {name}; known "
+                             f"versions (from {VERSIONS_FILE.relative_to(REPO)}): "
+                             f"{', '.join(known.get(base, [])) or 'none'}")
+        plan.append((name, version, fn))
+    return plan
+
+
+def cmd_build(requests: list[str], force: bool) -> int:
+    plan = resolve(requests)
+    STAMPS.mkdir(parents=True, exist_ok=True)
+    failed = []
+    start_all = time.monotonic()
+    for i, (name, version, fn) in enumerate(plan, 1):
+        stamp = STAMPS / f"{name}-{version}.json"
+        prefix = f"[{i}/{len(plan)}] {name} {version}"
+        if stamp.exists() and not force:
+            assets = json.loads(stamp.read_text())["assets"]
+            if all((MIRROR / a).exists() for a in assets):
+                print(f"{prefix}: cached", flush=True)
+                continue
+        print(f"{prefix}: building (log: {LOGS / f'{name}-{version}.log'})", flush=True)
+        start = time.monotonic()
+        b = Builder(name, version)
+        try:
+            assets = fn(b, version)
+        except BuildError as exc:
+            print(f"{prefix}: FAILED: {exc}", flush=True)
+            failed.append(name)
+            continue
+        finally:
+            b.log.close()
+        stamp.write_text(json.dumps({
+            "component": name, "version": version,
+            "seconds": round(time.monotonic() - start, 1),
+            "assets": [str(a.relative_to(MIRROR)) for a in assets]}, indent=1))
+        print(f"{prefix}: built in {time.monotonic() - start:.0f}s", flush=True)
+    print(f"mirror: {len(plan) - len(failed)}/{len(plan)} components ready in "
+          f"{time.monotonic() - start_all:.0f}s at {MIRROR}", flush=True)
+    if failed:
+        print(f"mirror: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def checksum_files() -> list[Path]:
+    return sorted(p for p in MIRROR.rglob("*")
+                  if p.is_file() and (p.name.endswith((".sha256", ".sha256sum"))
+                                      or p.name == "SHA256SUMS"))
+
+
+def cmd_verify() -> int:
+    bad = 0
+    files = checksum_files()
+    for f in files:
+        for line in f.read_text().splitlines():
+            parts = line.split()
+            if f.name.endswith(".sha256"):
+                asset = f.with_name(f.name[: -len(".sha256")])
+            else:
+                asset = f.parent / parts[1]
+            ok = asset.exists() and sha256(asset) == parts[0]
+            bad += not ok
+            print(f"{'ok ' if ok else 'BAD'} {asset.relative_to(MIRROR)}")
+    print(f"mirror: {len(files) - bad} checksums verified, {bad} bad")
+    return 1 if bad or not files else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("build", help="build components (default: all pins)")
+    p.add_argument("components", nargs="*", metavar="COMPONENT[@VERSION]")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    sub.add_parser("verify", help="verify every checksum in the mirror")
+    sub.add_parser("list", help="list components and their pins")
+    sub.add_parser("path", help="print the mirror directory")
+    args = parser.parse_args(argv)
+    if args.cmd == "build":
+        return cmd_build(args.components, args.force)
+    if args.cmd == "verify":
+        return cmd_verify()
+    if args.cmd == "list":
+        pins, _ = load_versions()
+        for name in list(COMPONENTS) + list(DERIVED):
+            base = DERIVED[name][0] if name in DERIVED else name
+            print(f"{name} {pins[base]}")
+        return 0
+    print(MIRROR)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
