@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Lab hosts for hardway.kubernetes: Debian 12 containers with systemd as PID 1.
+
+    lab.py docker                  start dockerd if no engine answers
+    lab.py image                   build (or reuse) the lab host image
+    lab.py up [--workers N] [--name PREFIX]
+                                   start a control plane and N workers
+    lab.py down [--name PREFIX]    remove the hosts, restore host sysctls
+    lab.py inventory [--workers N] print the lab inventory (YAML)
+    lab.py status                  list lab hosts
+
+The hosts live on an internal Docker network (no route out). The image holds
+everything the roles would install from apt, so a converge needs no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CACHE = Path(os.environ.get("HARDWAY_CACHE", Path.home() / ".cache" / "hardway"))
+LAB = CACHE / "lab"
+SUITE = "bookworm"
+# What debootstrap puts in the image. The node role installs the second group
+# from apt on a real host; in the lab they are already there.
+BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "iproute2",
+                 "kmod", "procps", "ca-certificates", "iputils-ping", "curl", "netbase",
+                 "dnsutils"]
+NODE_PACKAGES = ["conntrack", "iptables", "socat", "ipset"]
+IMAGE_REPO = "hardway-lab"
+
+NETWORK = os.environ.get("HARDWAY_LAB_NETWORK", "hardway-lab")
+SUBNET = os.environ.get("HARDWAY_LAB_SUBNET", "172.29.0.0/24")
+NET_PREFIX = SUBNET.rsplit(".", 1)[0]
+# Kernel settings outside the network namespace are shared with this machine;
+# kubelet writes these ones. They are recorded before the lab starts and put
+# back when it is torn down.
+GLOBAL_SYSCTLS = ["vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic",
+                  "kernel.panic_on_oops", "kernel.keys.root_maxkeys",
+                  "kernel.keys.root_maxbytes", "net.netfilter.nf_conntrack_max"]
+SYSCTL_FILE = LAB / "sysctl-saved.json"
+
+RUN_OPTS = [
+    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--security-opt", "systempaths=unconfined",
+    "--device-cgroup-rule", "a *:* rwm",
+    "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+    "--device", "/dev/kmsg",
+    # containerd cannot mount snapshots on the container's own overlay root.
+    "-v", "/var/lib/containerd",
+    "--stop-signal", "SIGRTMIN+3",
+]
+
+
+def log(msg: str) -> None:
+    print(f"lab: {msg}", flush=True)
+
+
+def sh(cmd: list[str], check: bool = True, capture: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, text=True, capture_output=capture, **kw)
+    if check and proc.returncode != 0:
+        err = (proc.stderr or "").strip()
+        raise SystemExit(f"lab: `{' '.join(cmd[:4])}` failed ({proc.returncode}): {err}")
+    return proc
+
+
+def docker_ok() -> bool:
+    return shutil.which("docker") is not None and \
+        sh(["docker", "info"], check=False).returncode == 0
+
+
+def ensure_docker() -> None:
+    """Install Debian's docker.io and start dockerd when no engine answers."""
+    if docker_ok():
+        return
+    if shutil.which("dockerd") is None:
+        log("installing docker.io from apt")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        sh(["apt-get", "update", "-q"], env=env)
+        sh(["apt-get", "install", "-y", "-q", "docker.io"], env=env)
+    log("starting dockerd")
+    LAB.mkdir(parents=True, exist_ok=True)
+    with open(LAB / "dockerd.log", "ab") as out:
+        subprocess.Popen(["dockerd"], stdout=out, stderr=out, start_new_session=True)
+    for _ in range(60):
+        if docker_ok():
+            return
+        time.sleep(1)
+    raise SystemExit(f"lab: dockerd did not answer within 60 s; see {LAB / 'dockerd.log'}")
+
+
+def image_tag() -> str:
+    key = json.dumps([SUITE, BASE_PACKAGES, NODE_PACKAGES, 2]).encode()
+    return f"{IMAGE_REPO}:{SUITE}-{hashlib.sha256(key).hexdigest()[:12]}"
+
+
+def ensure_image() -> str:
+    """The lab image, keyed by suite and package list; its rootfs tar is cached."""
+    ensure_docker()
+    tag = image_tag()
+    if sh(["docker", "image", "inspect", tag], check=False).returncode == 0:
+        log(f"image {tag}: cached")
+        return tag
+    rootfs_tar = LAB / f"rootfs-{tag.split(':')[1]}.tar"
+    if not rootfs_tar.exists():
+        if shutil.which("debootstrap") is None:
+            log("installing debootstrap from apt")
+            sh(["apt-get", "install", "-y", "-q", "debootstrap"],
+               env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        LAB.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=LAB))
+        log(f"debootstrap {SUITE} into {root} (about a minute)")
+        start = time.monotonic()
+        sh(["debootstrap", "--variant=minbase",
+            "--include=" + ",".join(BASE_PACKAGES + NODE_PACKAGES), SUITE, str(root)],
+           capture=False, stdout=subprocess.DEVNULL)
+        customise_rootfs(root)
+        sh(["tar", "-C", str(root), "-cf", str(rootfs_tar) + ".part", "."])
+        os.rename(str(rootfs_tar) + ".part", rootfs_tar)
+        shutil.rmtree(root)
+        log(f"rootfs ready in {time.monotonic() - start:.0f}s")
+    log(f"importing {tag}")
+    with open(rootfs_tar, "rb") as f:
+        sh(["docker", "import", "-c", 'CMD ["/sbin/init"]', "-c", "ENV container=docker",
+            "-", tag], stdin=f)
+    return tag
+
+
+def customise_rootfs(root: Path) -> None:
+    """Small changes a container host needs; nothing Kubernetes-specific."""
+    # No console getty and no units that cannot work in a container.
+    for unit in ("getty@tty1.service", "console-getty.service"):
+        (root / "etc/systemd/system" / unit).unlink(missing_ok=True)
+        (root / "etc/systemd/system" / unit).symlink_to("/dev/null")
+    for unit in ("systemd-udevd.service", "systemd-udev-trigger.service",
+                 "systemd-modules-load.service", "sys-kernel-config.mount",
+                 "sys-kernel-debug.mount", "apt-daily.timer", "apt-daily-upgrade.timer",
+                 "systemd-firstboot.service"):
+        (root / "etc/systemd/system" / unit).unlink(missing_ok=True)
+        (root / "etc/systemd/system" / unit).symlink_to("/dev/null")
+    (root / "etc/machine-id").write_text("")
+    # apt cannot reach anything from the internal network: make that quick.
+    (root / "etc/apt/apt.conf.d/99lab").write_text(
+        'Acquire::Retries "0";\nAcquire::http::Timeout "2";\n')
+    (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
+
+
+def host_names(workers: int, prefix: str) -> list[tuple[str, str]]:
+    hosts = [(f"{prefix}-cp1", f"{NET_PREFIX}.11")]
+    hosts += [(f"{prefix}-w{i}", f"{NET_PREFIX}.{20 + i}") for i in range(1, workers + 1)]
+    return hosts
+
+
+def read_sysctl(name: str) -> str | None:
+    path = Path("/proc/sys") / name.replace(".", "/")
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def save_sysctls() -> None:
+    if SYSCTL_FILE.exists():
+        return
+    LAB.mkdir(parents=True, exist_ok=True)
+    saved = {k: read_sysctl(k) for k in GLOBAL_SYSCTLS}
+    SYSCTL_FILE.write_text(json.dumps(saved, indent=1))
+    log(f"recorded host sysctls in {SYSCTL_FILE}")
+
+
+def restore_sysctls() -> None:
+    if not SYSCTL_FILE.exists():
+        return
+    saved = json.loads(SYSCTL_FILE.read_text())
+    changed = []
+    for key, value in saved.items():
+        if value is None or read_sysctl(key) == value:
+            continue
+        path = Path("/proc/sys") / key.replace(".", "/")
+        try:
+            path.write_text(value)
+            changed.append(f"{key}={value}")
+        except OSError as exc:
+            log(f"could not restore {key}: {exc}")
+    SYSCTL_FILE.unlink()
+    log("restored host sysctls: " + (", ".join(changed) or "none had changed"))
+
+
+def ensure_network() -> None:
+    if sh(["docker", "network", "inspect", NETWORK], check=False).returncode == 0:
+        return
+    sh(["docker", "network", "create", "--internal", "--subnet", SUBNET,
+        "--label", "hardway.lab=1", NETWORK])
+
+
+def running_hosts(prefix: str | None = None) -> list[str]:
+    out = sh(["docker", "ps", "-a", "--filter", "label=hardway.lab=1",
+              "--format", "{{.Names}}"]).stdout.split()
+    return sorted(n for n in out if prefix is None or n.startswith(prefix + "-"))
+
+
+def wait_booted(name: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        proc = sh(["docker", "exec", name, "systemctl", "is-system-running"], check=False)
+        state = proc.stdout.strip()
+        if state in ("running", "degraded"):
+            return state
+        time.sleep(0.5)
+    raise SystemExit(f"lab: {name} did not finish booting in {timeout:.0f}s (state: {state!r})")
+
+
+def up(workers: int, prefix: str) -> list[tuple[str, str]]:
+    tag = ensure_image()
+    ensure_network()
+    save_sysctls()
+    hosts = host_names(workers, prefix)
+    existing = set(running_hosts(prefix))
+    for name, ip in hosts:
+        if name in existing:
+            continue
+        log(f"starting {name} ({ip})")
+        sh(["docker", "run", "-d", "--name", name, "--hostname", name,
+            "--network", NETWORK, "--ip", ip, "--label", "hardway.lab=1",
+            *RUN_OPTS, tag])
+    for name, _ in hosts:
+        state = wait_booted(name)
+        log(f"{name}: {state}")
+    return hosts
+
+
+def down(prefix: str | None) -> None:
+    if not docker_ok():
+        restore_sysctls()
+        return
+    names = running_hosts(prefix)
+    if names:
+        log(f"removing {', '.join(names)}")
+        sh(["docker", "rm", "-f", "-v", *names])
+    if not running_hosts():
+        sh(["docker", "network", "rm", NETWORK], check=False)
+        restore_sysctls()
+
+
+def inventory(workers: int, prefix: str) -> str:
+    hosts = host_names(workers, prefix)
+    lines = ["---", "# Generated by tests/testbed/lab.py: the lab hosts as Ansible sees them.",
+             "all:", "  vars:", "    ansible_connection: community.docker.docker",
+             "    ansible_python_interpreter: /usr/bin/python3", "  children:"]
+    groups = {"control_plane": hosts[:1], "etcd": hosts[:1], "workers": hosts[1:]}
+    for group, members in groups.items():
+        lines += [f"    {group}:", "      hosts:"]
+        for name, ip in members:
+            lines += [f"        {name}:", f"          ansible_host: {name}",
+                      f"          node_address: {ip}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("docker")
+    sub.add_parser("image")
+    for name in ("up", "inventory"):
+        p = sub.add_parser(name)
+        p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--name", default="lab")
+    p = sub.add_parser("down")
+    p.add_argument("--name", default=None)
+    sub.add_parser("status")
+    args = parser.parse_args(argv)
+    if args.cmd == "docker":
+        ensure_docker()
+    elif args.cmd == "image":
+        print(ensure_image())
+    elif args.cmd == "up":
+        up(args.workers, args.name)
+    elif args.cmd == "down":
+        down(args.name)
+    elif args.cmd == "inventory":
+        sys.stdout.write(inventory(args.workers, args.name))
+    elif args.cmd == "status":
+        ensure_docker()
+        print(sh(["docker", "ps", "-a", "--filter", "label=hardway.lab=1"]).stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
