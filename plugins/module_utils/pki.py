@@ -69,7 +69,8 @@ class KeySpec:
         self.key_size = key_size
 
     def __eq__(self, other):
-        return isinstance(other, KeySpec) and (self.key_type, self.key_size) == (other.key_type, other.key_size)
+        return isinstance(other, KeySpec) and \
+            (self.key_type, self.key_size) == (other.key_type, other.key_size)
 
     def __hash__(self):
         return hash((self.key_type, self.key_size))
@@ -191,7 +192,8 @@ def normalize_certificate(item, index=0, authority_names=()):
     usage = _str_list(item, 'usage', where) if item.get('usage') is not None else ['client']
     bad = [u for u in usage if u not in USAGES]
     if bad or not usage:
-        raise PKIError('%s: usage must be a non-empty list of %s, got %r' % (where, ' and '.join(USAGES), usage))
+        raise PKIError('%s: usage must be a non-empty list of %s, got %r'
+                       % (where, ' and '.join(USAGES), usage))
     dns_names = _str_list(item, 'dns_names', where)
     ips = [normalize_ip(v, where) for v in _str_list(item, 'ip_addresses', where)]
     return {
@@ -242,7 +244,8 @@ def normalize_all(authorities, certificates, keypairs, renew_before_days):
         for item in items:
             if item['name'] in seen:
                 raise PKIError('name %r is used twice (%s and %s): every item writes <name>.pem and '
-                               '<name>-key.pem in the same directory' % (item['name'], seen[item['name']], kind))
+                               '<name>-key.pem in the same directory'
+                               % (item['name'], seen[item['name']], kind))
             seen[item['name']] = kind
     for kind, items in (('authorities', auths), ('certificates', certs)):
         for item in items:
@@ -635,7 +638,8 @@ class Signer:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .add_extension(self.aki, critical=False)
         )
-        names = [x509.DNSName(d) for d in spec['dns_names']] + [x509.IPAddress(i) for i in spec['ip_addresses']]
+        names = [x509.DNSName(d) for d in spec['dns_names']]
+        names += [x509.IPAddress(i) for i in spec['ip_addresses']]
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return builder.sign(self.key, hashes.SHA256())

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: kubeconfig
 short_description: Write a kubeconfig with embedded certificates
 description:
-  - Writes the standard single-cluster, single-user kubeconfig (C(apiVersion: v1), C(kind: Config),
+  - Writes the standard single-cluster, single-user kubeconfig (C(apiVersion) V(v1), C(kind) V(Config),
     one cluster, one user, one context that is the current context) with the authority
     certificate, client certificate and client key embedded as base64 data.
   - An existing file is parsed and compared semantically, so formatting and key order do not
@@ -42,7 +42,9 @@ options:
     type: path
     required: true
   client_key_file:
-    description: PEM file with the client certificate's private key. Its content never appears in output or diffs.
+    description:
+      - PEM file with the client certificate's private key.
+      - Its content never appears in output or diffs.
     type: path
     required: true
   user:
@@ -190,7 +192,8 @@ def main():
             before, after = '# mode %04o\n' % current_mode, '# mode %04o\n' % mode
         result['diff'] = {
             'before': before, 'after': after,
-            'before_header': '%s (mode %s)' % (path, '%04o' % current_mode if current_mode is not None else 'absent'),
+            'before_header': '%s (mode %s)'
+                             % (path, '%04o' % current_mode if current_mode is not None else 'absent'),
             'after_header': '%s (mode %04o)' % (path, mode),
         }
 

@@ -10,8 +10,8 @@ module: pki
 short_description: Keep a directory of certificate authorities, certificates and key pairs up to date
 description:
   - Maintains every certificate authority, certificate and bare key pair a cluster needs in one
-    directory, in one call, on the machine the module runs on (normally the controller, with
-    C(delegate_to: localhost) and C(run_once: true)).
+    directory, in one call, on the machine the module runs on (normally the controller, delegated
+    to V(localhost) and run once).
   - Each authority is written as C(<name>.pem) and C(<name>-key.pem); each certificate as
     C(<name>.pem) and C(<name>-key.pem); each key pair as C(<name>-key.pem) and C(<name>.pub)
     (PEM SubjectPublicKeyInfo, as used for service account token signing).
@@ -102,7 +102,9 @@ options:
         elements: str
         default: []
       usage:
-        description: Extended key usages; C(client) is TLS client authentication, C(server) TLS server authentication.
+        description:
+          - Extended key usages; C(client) is TLS client authentication, C(server) TLS server
+            authentication.
         type: list
         elements: str
         choices: [client, server]
@@ -292,13 +294,14 @@ def argument_spec():
                 organization={'type': 'list', 'elements': 'str', 'default': []},
                 dns_names={'type': 'list', 'elements': 'str', 'default': []},
                 ip_addresses={'type': 'list', 'elements': 'str', 'default': []},
-                usage={'type': 'list', 'elements': 'str', 'choices': ['client', 'server'], 'default': ['client']},
+                usage={'type': 'list', 'elements': 'str', 'choices': ['client', 'server'],
+                       'default': ['client']},
                 lifetime_days={'type': 'int', 'default': 365},
                 **KEY_OPTIONS,
             ),
         },
         'keypairs': {
-            'type': 'list', 'elements': 'dict', 'default': [],
+            'type': 'list', 'elements': 'dict', 'default': [], 'no_log': False,
             'options': {
                 'name': {'type': 'str', 'required': True},
                 'key_type': {'type': 'str', 'choices': ['rsa', 'ecdsa'], 'default': 'rsa'},
