@@ -1,0 +1,70 @@
+# hardway.kubernetes: the two commands a newcomer needs are `make lab` and
+# `make test`. Everything slow is cached under $(HARDWAY_CACHE), outside the
+# clone, keyed by version; a machine without the cache builds it from scratch.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export HARDWAY_CACHE ?= $(HOME)/.cache/hardway
+REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-12)
+VENV := $(HARDWAY_CACHE)/venv-$(REQ_HASH)
+PY := $(VENV)/bin/python
+COLLECTIONS := $(HARDWAY_CACHE)/collections
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PYTHONPATH := $(COLLECTIONS)
+WORKERS ?= 2
+
+.PHONY: help setup mirror lab lab-down lint sanity unit integration testbed molecule test bench clean-cache
+
+help:
+	@echo "make lab       three lab hosts in Docker with a working cluster"
+	@echo "make lab-down  remove the lab hosts and restore what the lab changed"
+	@echo "make test      every test: linters, sanity, unit, integration, test bed, molecule"
+	@echo "make bench     the benchmark (cold converge, re-run, scale, PKI)"
+
+setup: $(VENV)/.done
+	@tests/testbed/setup-collections.sh "$(VENV)" "$(COLLECTIONS)"
+
+$(VENV)/.done: requirements.txt
+	@echo "setup: Python virtualenv at $(VENV)"
+	@python3 -m venv "$(VENV)"
+	@"$(VENV)/bin/pip" install -q --upgrade pip
+	@"$(VENV)/bin/pip" install -q -r requirements.txt
+	@touch "$@"
+
+mirror: setup
+	@$(PY) tests/testbed/mirror.py build
+
+lab: setup mirror
+	@$(PY) tests/testbed/lab.py up --workers $(WORKERS)
+	@tests/testbed/deploy-lab.sh $(WORKERS)
+
+lab-down:
+	@python3 tests/testbed/lab.py down
+
+lint: setup
+	ruff check .
+	ansible-lint --profile production
+	@echo "lint: ruff and ansible-lint passed"
+
+sanity: setup
+	@tests/testbed/sanity.sh
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+integration: setup mirror
+	$(PY) -m pytest -q tests/integration
+
+testbed: setup mirror
+	$(PY) -m pytest -q tests/testbed
+
+molecule: setup mirror
+	@$(PY) tests/testbed/lab.py image
+	cd extensions && molecule test --all
+
+test: setup mirror lint sanity unit integration testbed molecule
+	@echo "test: every suite passed"
+
+bench: setup mirror
+	@$(PY) tests/bench/bench.py

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Make this checkout importable and runnable as the collection hardway.kubernetes:
+# a link at $2/ansible_collections/hardway/kubernetes pointing at the repo root.
+# ansible.posix, community.docker and community.crypto come from the `ansible`
+# package in the virtualenv (Galaxy is not reachable from here).
+set -euo pipefail
+venv=$1 collections=$2
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$collections/ansible_collections/hardway"
+link="$collections/ansible_collections/hardway/kubernetes"
+if [ "$(readlink "$link" 2>/dev/null)" != "$repo" ]; then
+  rm -rf "$link"
+  ln -s "$repo" "$link"
+fi
