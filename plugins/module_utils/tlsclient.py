@@ -155,6 +155,10 @@ def classify(exc, endpoint, timeout, names=('ca_cert', 'client_cert', 'client_ke
                 'CA the server trusts for clients'
                 % (endpoint, getattr(exc, 'reason', None) or exc, cert_opt, key_opt),
                 'client-cert', endpoint)
+        if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or 'EOF' in text.upper():
+            return RequestError(
+                '%s closed the TLS connection (%s); if it requires client certificates, check %s/%s'
+                % (endpoint, exc, cert_opt, key_opt), 'connection', endpoint)
         return RequestError('TLS error talking to %s: %s' % (endpoint, exc), 'tls', endpoint)
     if isinstance(exc, ConnectionRefusedError):
         return RequestError('connection refused by %s: nothing listens there (wrong endpoint or port, or the '

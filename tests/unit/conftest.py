@@ -47,6 +47,30 @@ def run_module_inprocess(name, args, check=False, diff=False):
     return result
 
 
+def run_module_subprocess(name, args, check=False, diff=False, timeout=120):
+    """Run ``plugins/modules/<name>.py`` in a fresh Python process, as Ansible would on a host."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([collections_path()] + [p for p in sys.path if p])
+    full = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
+    proc = subprocess.run(
+        [sys.executable, '-m', MODULES + name],
+        input=json.dumps({'ANSIBLE_MODULE_ARGS': full}),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    try:
+        result = ModuleResult(json.loads(proc.stdout))
+    except ValueError:
+        raise AssertionError(
+            f'module {name} printed no JSON (exit {proc.returncode}): {proc.stdout!r} {proc.stderr!r}'
+        ) from None
+    result['rc'] = proc.returncode
+    return result
+
+
 @pytest.fixture
 def run_module():
     return run_module_inprocess
@@ -62,7 +86,8 @@ def collections_path():
             return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(entry))))
     raise AssertionError(
         f'ansible_collections.hardway.kubernetes is not importable from this checkout ({root}); '
-        'put a tree <dir>/ansible_collections/hardway/kubernetes -> the repository on PYTHONPATH')
+        'put a tree <dir>/ansible_collections/hardway/kubernetes -> the repository on PYTHONPATH'
+    )
 
 
 def ansible_cli(tool='ansible'):
@@ -79,26 +104,47 @@ def run_adhoc(module, args, tmp_path, check=False, diff=False):
         pytest.skip('the ansible command line is not installed next to this Python')
     path = collections_path()
     assert os.path.isdir(os.path.join(path, 'ansible_collections', 'hardway', 'kubernetes')), path
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=path, ANSIBLE_CALLBACK_RESULT_FORMAT='json',
-               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0', ANSIBLE_NOCOLOR='1',
-               ANSIBLE_HOME=str(tmp_path / '.ansible'), ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-               ANSIBLE_CONFIG=str(tmp_path / 'ansible.cfg'))
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=path,
+        ANSIBLE_CALLBACK_RESULT_FORMAT='json',
+        ANSIBLE_LOCALHOST_WARNING='0',
+        ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
+        ANSIBLE_NOCOLOR='1',
+        ANSIBLE_HOME=str(tmp_path / '.ansible'),
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_CONFIG=str(tmp_path / 'ansible.cfg'),
+    )
     (tmp_path / 'ansible.cfg').write_text('[defaults]\n')
-    cmd = [cli, 'localhost', '-i', 'localhost,', '-c', 'local', '-m', f'hardway.kubernetes.{module}',
-           '-a', json.dumps(args)]
+    cmd = [
+        cli,
+        'localhost',
+        '-i',
+        'localhost,',
+        '-c',
+        'local',
+        '-m',
+        f'hardway.kubernetes.{module}',
+        '-a',
+        json.dumps(args),
+    ]
     if check:
         cmd.append('--check')
     if diff:
         cmd.append('--diff')
-    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120, check=False
+    )
     # The default callback prints "localhost | CHANGED => {...}" (after the diff, if any).
-    marker = re.search(r'^localhost \| [A-Z]+! => ', proc.stdout, re.M) or \
-        re.search(r'^localhost \| [A-Z]+ => ', proc.stdout, re.M)
+    marker = re.search(r'^localhost \| [A-Z]+! => ', proc.stdout, re.M) or re.search(
+        r'^localhost \| [A-Z]+ => ', proc.stdout, re.M
+    )
     try:
-        result = json.loads(proc.stdout[marker.end():]) if marker else None
+        result = json.loads(proc.stdout[marker.end() :]) if marker else None
     except ValueError:
         result = None
     if result is None:
-        raise AssertionError(f'unexpected ansible output (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}')
+        raise AssertionError(
+            f'unexpected ansible output (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}'
+        )
     return proc.returncode, result, proc.stdout + proc.stderr

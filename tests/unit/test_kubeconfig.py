@@ -9,27 +9,32 @@ import stat
 
 import pytest
 import yaml
-
 from ansible_collections.hardway.kubernetes.plugins.module_utils import kubeconfig as kc
 from ansible_collections.hardway.kubernetes.plugins.module_utils import pki as P
-
 from conftest import run_adhoc
 
 
 @pytest.fixture(scope='module')
 def certs(tmp_path_factory):
     path = tmp_path_factory.mktemp('pki')
-    P.PKI(str(path), [{'name': 'ca', 'common_name': 'CA'}], [
-        {'name': 'admin', 'ca': 'ca', 'common_name': 'admin', 'organization': ['system:masters']},
-        {'name': 'other', 'ca': 'ca', 'common_name': 'other'},
-    ]).plan().apply()
+    P.PKI(
+        str(path),
+        [{'name': 'ca', 'common_name': 'CA'}],
+        [
+            {'name': 'admin', 'ca': 'ca', 'common_name': 'admin', 'organization': ['system:masters']},
+            {'name': 'other', 'ca': 'ca', 'common_name': 'other'},
+        ],
+    ).plan().apply()
     return path
 
 
 def args(certs, path, **extra):
     out = {
-        'path': str(path), 'server': 'https://10.0.0.10:6443', 'ca_file': str(certs / 'ca.pem'),
-        'client_cert_file': str(certs / 'admin.pem'), 'client_key_file': str(certs / 'admin-key.pem'),
+        'path': str(path),
+        'server': 'https://10.0.0.10:6443',
+        'ca_file': str(certs / 'ca.pem'),
+        'client_cert_file': str(certs / 'admin.pem'),
+        'client_key_file': str(certs / 'admin-key.pem'),
         'user': 'admin',
     }
     out.update(extra)
@@ -39,10 +44,17 @@ def args(certs, path, **extra):
 def test_build_shape():
     config = kc.build('kubernetes', 'https://x:6443', b'CA', 'admin', b'CERT', b'KEY')
     assert config == {
-        'apiVersion': 'v1', 'kind': 'Config',
-        'clusters': [{'name': 'kubernetes', 'cluster': {'certificate-authority-data': 'Q0E=',
-                                                        'server': 'https://x:6443'}}],
-        'users': [{'name': 'admin', 'user': {'client-certificate-data': 'Q0VSVA==', 'client-key-data': 'S0VZ'}}],
+        'apiVersion': 'v1',
+        'kind': 'Config',
+        'clusters': [
+            {
+                'name': 'kubernetes',
+                'cluster': {'certificate-authority-data': 'Q0E=', 'server': 'https://x:6443'},
+            }
+        ],
+        'users': [
+            {'name': 'admin', 'user': {'client-certificate-data': 'Q0VSVA==', 'client-key-data': 'S0VZ'}}
+        ],
         'contexts': [{'name': 'default', 'context': {'cluster': 'kubernetes', 'user': 'admin'}}],
         'current-context': 'default',
         'preferences': {},
@@ -81,8 +93,12 @@ def test_connection_from_kubeconfig_with_data(tmp_path):
 
 def test_connection_from_kubeconfig_with_relative_files(tmp_path):
     config = {
-        'apiVersion': 'v1', 'kind': 'Config', 'current-context': 'c',
-        'clusters': [{'name': 'k', 'cluster': {'server': 'https://x', 'certificate-authority': 'pki/ca.pem'}}],
+        'apiVersion': 'v1',
+        'kind': 'Config',
+        'current-context': 'c',
+        'clusters': [
+            {'name': 'k', 'cluster': {'server': 'https://x', 'certificate-authority': 'pki/ca.pem'}}
+        ],
         'users': [{'name': 'u', 'user': {'client-certificate': '/abs/cert.pem', 'client-key': 'key.pem'}}],
         'contexts': [{'name': 'c', 'context': {'cluster': 'k', 'user': 'u'}}],
     }
@@ -93,12 +109,15 @@ def test_connection_from_kubeconfig_with_relative_files(tmp_path):
     assert conn['key_file'] == str(tmp_path / 'key.pem')
 
 
-@pytest.mark.parametrize('content, message', [
-    ('a: [', 'not valid YAML'),
-    ('apiVersion: v1\n', 'has no current-context'),
-    ('current-context: c\ncontexts: []\n', "context 'c' not found"),
-    ('current-context: c\ncontexts: [{name: c, context: {cluster: k}}]\n', "cluster 'k' of context 'c'"),
-])
+@pytest.mark.parametrize(
+    'content, message',
+    [
+        ('a: [', 'not valid YAML'),
+        ('apiVersion: v1\n', 'has no current-context'),
+        ('current-context: c\ncontexts: []\n', "context 'c' not found"),
+        ('current-context: c\ncontexts: [{name: c, context: {cluster: k}}]\n', "cluster 'k' of context 'c'"),
+    ],
+)
 def test_connection_errors(tmp_path, content, message):
     (tmp_path / 'k').write_text(content)
     with pytest.raises(kc.KubeconfigError, match=message):
@@ -118,7 +137,10 @@ def test_module_writes_then_is_idempotent(certs, tmp_path, run_module):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     config = yaml.safe_load(path.read_text())
     assert config['current-context'] == 'default'
-    assert base64.b64decode(config['users'][0]['user']['client-key-data']) == (certs / 'admin-key.pem').read_bytes()
+    assert (
+        base64.b64decode(config['users'][0]['user']['client-key-data'])
+        == (certs / 'admin-key.pem').read_bytes()
+    )
     assert config['clusters'][0]['cluster']['server'] == 'https://10.0.0.10:6443'
     mtime = os.stat(path).st_mtime_ns
     again = run_module('kubeconfig', args(certs, path), diff=True)
@@ -152,8 +174,13 @@ def test_module_fixes_mode_only(certs, tmp_path, run_module):
 def test_module_diff_never_shows_the_key(certs, tmp_path, run_module):
     path = tmp_path / 'admin.kubeconfig'
     run_module('kubeconfig', args(certs, path))
-    new = args(certs, path, client_cert_file=str(certs / 'other.pem'), client_key_file=str(certs / 'other-key.pem'),
-               server='https://10.0.0.11:6443')
+    new = args(
+        certs,
+        path,
+        client_cert_file=str(certs / 'other.pem'),
+        client_key_file=str(certs / 'other-key.pem'),
+        server='https://10.0.0.11:6443',
+    )
     result = run_module('kubeconfig', new, diff=True, check=True)
     assert result['changed'] is True
     text = json.dumps(result)
@@ -178,13 +205,16 @@ def test_module_replaces_garbage(certs, tmp_path, run_module):
     assert yaml.safe_load(path.read_text())['kind'] == 'Config'
 
 
-@pytest.mark.parametrize('extra, message', [
-    ({'ca_file': '/nonexistent/ca.pem'}, 'ca_file: /nonexistent/ca.pem does not exist'),
-    ({'client_key_file': 'CERT'}, 'client_key_file: '),
-    ({'server': 'http://x:6443'}, 'server must be an https:// URL'),
-    ({'mode': 'rw'}, 'mode must be an octal string'),
-    ({'user': ''}, 'user must not be empty'),
-])
+@pytest.mark.parametrize(
+    'extra, message',
+    [
+        ({'ca_file': '/nonexistent/ca.pem'}, 'ca_file: /nonexistent/ca.pem does not exist'),
+        ({'client_key_file': 'CERT'}, 'client_key_file: '),
+        ({'server': 'http://x:6443'}, 'server must be an https:// URL'),
+        ({'mode': 'rw'}, 'mode must be an octal string'),
+        ({'user': ''}, 'user must not be empty'),
+    ],
+)
 def test_module_bad_input(certs, tmp_path, run_module, extra, message):
     if extra.get('client_key_file') == 'CERT':
         extra = {'client_key_file': str(certs / 'admin.pem')}

@@ -10,16 +10,19 @@ import subprocess
 import time
 
 import pytest
+from ansible_collections.hardway.kubernetes.plugins.module_utils import pki as P
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-from ansible_collections.hardway.kubernetes.plugins.module_utils import pki as P
 
 CA = {'name': 'ca', 'common_name': 'Test CA'}
 ADMIN = {'name': 'admin', 'ca': 'ca', 'common_name': 'admin', 'organization': ['system:masters']}
 API = {
-    'name': 'apiserver', 'ca': 'ca', 'common_name': 'kube-apiserver', 'usage': ['server'],
-    'dns_names': ['kubernetes', 'kubernetes.default'], 'ip_addresses': ['10.32.0.1', '127.0.0.1', 'fd00::1'],
+    'name': 'apiserver',
+    'ca': 'ca',
+    'common_name': 'kube-apiserver',
+    'usage': ['server'],
+    'dns_names': ['kubernetes', 'kubernetes.default'],
+    'ip_addresses': ['10.32.0.1', '127.0.0.1', 'fd00::1'],
 }
 SA = {'name': 'service-account'}
 
@@ -29,8 +32,13 @@ needs_openssl = pytest.mark.skipif(OPENSSL is None, reason='openssl command not 
 
 def run(path, authorities=(CA,), certificates=(ADMIN, API), keypairs=(SA,), check=False, **kwargs):
     """Plan (and unless ``check``, apply) a PKI run in ``path``; returns the PKI object."""
-    pki = P.PKI(str(path), [dict(a) for a in authorities], [dict(c) for c in certificates],
-                [dict(k) for k in keypairs], **kwargs).plan()
+    pki = P.PKI(
+        str(path),
+        [dict(a) for a in authorities],
+        [dict(c) for c in certificates],
+        [dict(k) for k in keypairs],
+        **kwargs,
+    ).plan()
     if not check:
         pki.apply()
     return pki
@@ -73,16 +81,24 @@ def test_creates_everything_with_modes(tmp_path):
     assert pki.changed
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
     expected = {
-        'ca.pem': 0o644, 'ca-key.pem': 0o600, 'admin.pem': 0o644, 'admin-key.pem': 0o600,
-        'apiserver.pem': 0o644, 'apiserver-key.pem': 0o600, 'service-account.pub': 0o644,
+        'ca.pem': 0o644,
+        'ca-key.pem': 0o600,
+        'admin.pem': 0o644,
+        'admin-key.pem': 0o600,
+        'apiserver.pem': 0o644,
+        'apiserver-key.pem': 0o600,
+        'service-account.pub': 0o644,
         'service-account-key.pem': 0o600,
     }
     assert {n: m for n, (_, _, m, _) in snapshot(path).items()} == expected
     results = pki.results()
     assert results['authorities']['ca']['action'] == 'created'
     assert results['certificates']['admin'] == {
-        'action': 'created', 'reason': 'certificate missing; key missing', 'path': str(path / 'admin.pem'),
-        'key_path': str(path / 'admin-key.pem'), 'not_after': results['certificates']['admin']['not_after'],
+        'action': 'created',
+        'reason': 'certificate missing; key missing',
+        'path': str(path / 'admin.pem'),
+        'key_path': str(path / 'admin-key.pem'),
+        'not_after': results['certificates']['admin']['not_after'],
     }
     assert results['keypairs']['service-account']['path'] == str(path / 'service-account.pub')
     assert results['keypairs']['service-account']['not_after'] is None
@@ -125,26 +141,48 @@ def test_certificate_contents(pkidir):
 @needs_openssl
 def test_openssl_verifies_and_reads_what_was_asked(pkidir):
     for name in ('admin', 'apiserver'):
-        proc = subprocess.run([OPENSSL, 'verify', '-CAfile', str(pkidir / 'ca.pem'), str(pkidir / f'{name}.pem')],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [OPENSSL, 'verify', '-CAfile', str(pkidir / 'ca.pem'), str(pkidir / f'{name}.pem')],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert proc.returncode == 0 and ': OK' in proc.stdout, proc.stdout + proc.stderr
-    text = subprocess.run([OPENSSL, 'x509', '-noout', '-text', '-in', str(pkidir / 'apiserver.pem')],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        [OPENSSL, 'x509', '-noout', '-text', '-in', str(pkidir / 'apiserver.pem')],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert 'CN=kube-apiserver' in text.replace(' = ', '=')
-    assert 'DNS:kubernetes, DNS:kubernetes.default, IP Address:10.32.0.1, IP Address:127.0.0.1, ' \
-           'IP Address:FD00:0:0:0:0:0:0:1' in text
+    assert (
+        'DNS:kubernetes, DNS:kubernetes.default, IP Address:10.32.0.1, IP Address:127.0.0.1, '
+        'IP Address:FD00:0:0:0:0:0:0:1' in text
+    )
     assert 'TLS Web Server Authentication' in text and 'TLS Web Client Authentication' not in text
     assert 'CA:FALSE' in text and 'Digital Signature' in text
-    text = subprocess.run([OPENSSL, 'x509', '-noout', '-text', '-in', str(pkidir / 'admin.pem')],
-                          capture_output=True, text=True, check=True).stdout.replace(' = ', '=')
+    text = subprocess.run(
+        [OPENSSL, 'x509', '-noout', '-text', '-in', str(pkidir / 'admin.pem')],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.replace(' = ', '=')
     assert 'O=system:masters, CN=admin' in text
     assert 'TLS Web Client Authentication' in text and 'TLS Web Server Authentication' not in text
-    text = subprocess.run([OPENSSL, 'x509', '-noout', '-text', '-in', str(pkidir / 'ca.pem')],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        [OPENSSL, 'x509', '-noout', '-text', '-in', str(pkidir / 'ca.pem')],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert 'CA:TRUE' in text and 'Certificate Sign, CRL Sign' in text
     # the key pair: the public key file is the private key's public half
-    pub = subprocess.run([OPENSSL, 'pkey', '-in', str(pkidir / 'service-account-key.pem'), '-pubout'],
-                         capture_output=True, text=True, check=True).stdout
+    pub = subprocess.run(
+        [OPENSSL, 'pkey', '-in', str(pkidir / 'service-account-key.pem'), '-pubout'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert pub == (pkidir / 'service-account.pub').read_text()
     assert 'BEGIN PUBLIC KEY' in pub
 
@@ -153,14 +191,24 @@ def test_openssl_verifies_and_reads_what_was_asked(pkidir):
 def test_openssl_rsa_certificate(tmp_path):
     cert = dict(ADMIN, name='rsa', key_type='rsa', usage=['client', 'server'])
     run(tmp_path, certificates=[cert], keypairs=[])
-    text = subprocess.run([OPENSSL, 'x509', '-noout', '-text', '-in', str(tmp_path / 'rsa.pem')],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        [OPENSSL, 'x509', '-noout', '-text', '-in', str(tmp_path / 'rsa.pem')],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert 'Public-Key: (2048 bit)' in text
     assert 'Digital Signature, Key Encipherment' in text
-    assert 'TLS Web Client Authentication, TLS Web Server Authentication' in text \
+    assert (
+        'TLS Web Client Authentication, TLS Web Server Authentication' in text
         or 'TLS Web Server Authentication, TLS Web Client Authentication' in text
-    proc = subprocess.run([OPENSSL, 'verify', '-CAfile', str(tmp_path / 'ca.pem'), str(tmp_path / 'rsa.pem')],
-                          capture_output=True, text=True, check=False)
+    )
+    proc = subprocess.run(
+        [OPENSSL, 'verify', '-CAfile', str(tmp_path / 'ca.pem'), str(tmp_path / 'rsa.pem')],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -181,8 +229,13 @@ def test_unchanged_rewrites_nothing(pkidir):
 
 
 def test_equivalent_requests_are_unchanged(pkidir):
-    api = dict(API, dns_names=['KUBERNETES.default', 'kubernetes', 'kubernetes'],
-               ip_addresses=['127.0.0.1', 'fd00:0:0::1', '10.32.0.1'], key_size=256, lifetime_days=400)
+    api = dict(
+        API,
+        dns_names=['KUBERNETES.default', 'kubernetes', 'kubernetes'],
+        ip_addresses=['127.0.0.1', 'fd00:0:0::1', '10.32.0.1'],
+        key_size=256,
+        lifetime_days=400,
+    )
     admin = dict(ADMIN, usage=['client', 'client'])
     assert not run(pkidir, certificates=[admin, api]).changed
 
@@ -255,8 +308,10 @@ def test_organization_change(pkidir):
     admin = dict(ADMIN, organization=['system:masters', 'ops'])
     result, _, _ = reissue(pkidir, certificates=[admin, API])
     assert result['reason'] == 'organization is [system:masters], want [system:masters, ops]'
-    assert sorted(P.subject_values(load_cert(pkidir / 'admin.pem'), P.NameOID.ORGANIZATION_NAME)) == \
-        ['ops', 'system:masters']
+    assert sorted(P.subject_values(load_cert(pkidir / 'admin.pem'), P.NameOID.ORGANIZATION_NAME)) == [
+        'ops',
+        'system:masters',
+    ]
 
 
 def test_san_change(pkidir):
@@ -264,8 +319,10 @@ def test_san_change(pkidir):
     pki = run(pkidir, certificates=[ADMIN, api])
     result = pki.results()['certificates']['apiserver']
     assert result['action'] == 'reissued'
-    assert result['reason'] == ('subject alternative names differ (missing kubernetes.default.svc; unexpected '
-                                '127.0.0.1, fd00::1, kubernetes.default)')
+    assert result['reason'] == (
+        'subject alternative names differ (missing kubernetes.default.svc; unexpected '
+        '127.0.0.1, fd00::1, kubernetes.default)'
+    )
     assert pki.results()['certificates']['admin']['action'] == 'unchanged'
 
 
@@ -315,15 +372,23 @@ def test_expired(pkidir):
 def test_several_reasons_are_joined(pkidir):
     admin = dict(ADMIN, common_name='x', organization=[], usage=['server'])
     result, _, _ = reissue(pkidir, certificates=[admin, API])
-    assert result['reason'] == ('common name is [admin], want x; organization is [system:masters], want []; '
-                                'usage is [client], want [server]')
+    assert result['reason'] == (
+        'common name is [admin], want x; organization is [system:masters], want []; '
+        'usage is [client], want [server]'
+    )
 
 
 def test_certificate_never_outlives_its_ca(tmp_path):
-    pki = run(tmp_path, authorities=[dict(CA, lifetime_days=100)], certificates=[dict(ADMIN, lifetime_days=365)],
-              keypairs=[])
+    pki = run(
+        tmp_path,
+        authorities=[dict(CA, lifetime_days=100)],
+        certificates=[dict(ADMIN, lifetime_days=365)],
+        keypairs=[],
+    )
     assert P.not_after(load_cert(tmp_path / 'admin.pem')) == P.not_after(load_cert(tmp_path / 'ca.pem'))
-    assert pki.results()['certificates']['admin']['not_after'] == pki.results()['authorities']['ca']['not_after']
+    assert (
+        pki.results()['certificates']['admin']['not_after'] == pki.results()['authorities']['ca']['not_after']
+    )
 
 
 def test_key_mode_is_repaired(pkidir):
@@ -423,8 +488,10 @@ def test_two_authorities(tmp_path):
     (tmp_path / 'etcd-ca.pem').unlink()
     (tmp_path / 'etcd-ca-key.pem').unlink()
     pki = run(tmp_path, authorities=[CA, etcd_ca], certificates=[ADMIN, peer], keypairs=[])
-    assert actions(pki, 'authorities') == {'ca': ('unchanged', P.UP_TO_DATE),
-                                           'etcd-ca': ('created', 'authority missing')}
+    assert actions(pki, 'authorities') == {
+        'ca': ('unchanged', P.UP_TO_DATE),
+        'etcd-ca': ('created', 'authority missing'),
+    }
     assert actions(pki) == {'admin': ('unchanged', P.UP_TO_DATE), 'etcd-peer': ('reissued', P.NOT_SIGNED)}
 
 
@@ -444,7 +511,10 @@ def test_keypair_public_key_missing_keeps_private_key(pkidir):
 def test_keypair_public_key_mismatch(pkidir):
     (pkidir / 'service-account.pub').write_bytes(P.public_pem(P.KeySpec('rsa', 2048).generate()))
     pki = run(pkidir)
-    assert actions(pki, 'keypairs')['service-account'] == ('reissued', 'public key does not match private key')
+    assert actions(pki, 'keypairs')['service-account'] == (
+        'reissued',
+        'public key does not match private key',
+    )
 
 
 def test_keypair_type_change(pkidir):
@@ -475,8 +545,9 @@ def test_check_mode_writes_nothing(pkidir):
     os.chmod(pkidir / 'admin-key.pem', 0o644)
     (pkidir / 'service-account.pub').unlink()
     before = snapshot(pkidir)
-    pki = run(pkidir, check=True, regenerate_authorities=True,
-              certificates=[dict(ADMIN, common_name='other'), API])
+    pki = run(
+        pkidir, check=True, regenerate_authorities=True, certificates=[dict(ADMIN, common_name='other'), API]
+    )
     assert snapshot(pkidir) == before
     assert actions(pki, 'authorities')['ca'][0] == 'reissued'
     # a CA that would be replaced means every certificate it signs would be re-issued
@@ -497,19 +568,37 @@ def test_diff_names_items_and_reasons(pkidir):
 # Validation
 
 
-@pytest.mark.parametrize('kwargs, message', [
-    ({'certificates': [dict(ADMIN, ca='nope')]}, "certificates[0] (admin): ca 'nope' is not one of the authorities"),
-    ({'certificates': [dict(ADMIN, ip_addresses=['10.0.0.300'])]}, "ip_addresses entry '10.0.0.300' is not an IP"),
-    ({'certificates': [dict(ADMIN, key_type='rsa', key_size=1024)]}, 'key_size 1024 is not valid for rsa'),
-    ({'certificates': [dict(ADMIN, key_size=2048)]}, 'key_size 2048 is not valid for ecdsa'),
-    ({'certificates': [dict(ADMIN, usage=['peer'])]}, 'usage must be a non-empty list of client and server'),
-    ({'certificates': [dict(ADMIN, name='../x')]}, 'name must be a simple file name'),
-    ({'certificates': [dict(ADMIN, name='ca')]}, "name 'ca' is used twice"),
-    ({'keypairs': [{'name': 'admin'}]}, "name 'admin' is used twice"),
-    ({'certificates': [dict(ADMIN, lifetime_days=20)]}, 'lifetime_days (20) must be longer than renew_before_days'),
-    ({'certificates': [dict(ADMIN, common_name='')]}, 'common_name must be a non-empty string'),
-    ({'renew_before_days': -1}, 'renew_before_days must be a non-negative integer'),
-])
+@pytest.mark.parametrize(
+    'kwargs, message',
+    [
+        (
+            {'certificates': [dict(ADMIN, ca='nope')]},
+            "certificates[0] (admin): ca 'nope' is not one of the authorities",
+        ),
+        (
+            {'certificates': [dict(ADMIN, ip_addresses=['10.0.0.300'])]},
+            "ip_addresses entry '10.0.0.300' is not an IP",
+        ),
+        (
+            {'certificates': [dict(ADMIN, key_type='rsa', key_size=1024)]},
+            'key_size 1024 is not valid for rsa',
+        ),
+        ({'certificates': [dict(ADMIN, key_size=2048)]}, 'key_size 2048 is not valid for ecdsa'),
+        (
+            {'certificates': [dict(ADMIN, usage=['peer'])]},
+            'usage must be a non-empty list of client and server',
+        ),
+        ({'certificates': [dict(ADMIN, name='../x')]}, 'name must be a simple file name'),
+        ({'certificates': [dict(ADMIN, name='ca')]}, "name 'ca' is used twice"),
+        ({'keypairs': [{'name': 'admin'}]}, "name 'admin' is used twice"),
+        (
+            {'certificates': [dict(ADMIN, lifetime_days=20)]},
+            'lifetime_days (20) must be longer than renew_before_days',
+        ),
+        ({'certificates': [dict(ADMIN, common_name='')]}, 'common_name must be a non-empty string'),
+        ({'renew_before_days': -1}, 'renew_before_days must be a non-negative integer'),
+    ],
+)
 def test_bad_input(tmp_path, kwargs, message):
     args = {'authorities': [CA], 'certificates': [ADMIN], 'keypairs': [SA]}
     args.update(kwargs)
@@ -543,10 +632,16 @@ def test_certificate_reasons_pure():
     assert P.certificate_reasons(spec, found, ca_cert, now, window, ca_replaced=True) == [P.NOT_SIGNED]
     assert P.certificate_reasons(spec, found, None, now, window) == [P.NOT_SIGNED]
     missing = P.Existing()
-    assert P.certificate_reasons(spec, missing, ca_cert, now, window) == ['certificate missing', 'key missing']
+    assert P.certificate_reasons(spec, missing, ca_cert, now, window) == [
+        'certificate missing',
+        'key missing',
+    ]
     assert P.plan_authority(ca_spec, missing, now, window, False) == ('created', ['authority missing'], [])
-    assert P.plan_authority(ca_spec, P.Existing(ca_cert, 'ok', ca_key, 'ok'), now, window, False) == \
-        ('unchanged', [], [])
+    assert P.plan_authority(ca_spec, P.Existing(ca_cert, 'ok', ca_key, 'ok'), now, window, False) == (
+        'unchanged',
+        [],
+        [],
+    )
 
 
 def test_key_spec():
@@ -562,9 +657,17 @@ def test_hundred_nodes_is_fast(tmp_path):
     certs = [dict(ADMIN)]
     for i in range(55):
         for kind in ('kubelet', 'proxy'):
-            certs.append({'name': f'{kind}-{i}', 'ca': 'ca', 'common_name': f'system:node:w{i}',
-                          'organization': ['system:nodes'], 'dns_names': [f'w{i}'], 'ip_addresses': [f'10.0.0.{i}'],
-                          'usage': ['client', 'server']})
+            certs.append(
+                {
+                    'name': f'{kind}-{i}',
+                    'ca': 'ca',
+                    'common_name': f'system:node:w{i}',
+                    'organization': ['system:nodes'],
+                    'dns_names': [f'w{i}'],
+                    'ip_addresses': [f'10.0.0.{i}'],
+                    'usage': ['client', 'server'],
+                }
+            )
     start = time.monotonic()
     assert run(tmp_path, certificates=certs).changed
     created = time.monotonic() - start
