@@ -1,150 +1,17 @@
-"""Helpers for the unit tests: run a module's main() in-process and read its JSON result."""
+"""Fixtures for the unit tests (helpers live in hardway_testlib.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
-import json
 import os
-import re
-import shutil
-import subprocess
 import sys
 
 import pytest
 
-MODULES = 'ansible_collections.hardway.kubernetes.plugins.modules.'
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-class ModuleResult(dict):
-    """The JSON a module printed, plus ``rc`` (0 for exit_json, 1 for fail_json)."""
-
-    @property
-    def failed(self):
-        return bool(self.get('failed'))
-
-
-def run_module_inprocess(name, args, check=False, diff=False):
-    """Call ``plugins/modules/<name>.py``'s main() with ``args``; returns a ModuleResult."""
-    from ansible.module_utils.testing import patch_module_args
-
-    module = importlib.import_module(MODULES + name)
-    full = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
-    out = io.StringIO()
-    with patch_module_args(full), contextlib.redirect_stdout(out):
-        try:
-            module.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    text = out.getvalue()
-    try:
-        result = ModuleResult(json.loads(text))
-    except ValueError:
-        raise AssertionError(f'module {name} printed no JSON (exit {code}): {text!r}') from None
-    result['rc'] = code
-    return result
-
-
-def run_module_subprocess(name, args, check=False, diff=False, timeout=120):
-    """Run ``plugins/modules/<name>.py`` in a fresh Python process, as Ansible would on a host."""
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join([collections_path()] + [p for p in sys.path if p])
-    full = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
-    proc = subprocess.run(
-        [sys.executable, '-m', MODULES + name],
-        input=json.dumps({'ANSIBLE_MODULE_ARGS': full}),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    try:
-        result = ModuleResult(json.loads(proc.stdout))
-    except ValueError:
-        raise AssertionError(
-            f'module {name} printed no JSON (exit {proc.returncode}): {proc.stdout!r} {proc.stderr!r}'
-        ) from None
-    result['rc'] = proc.returncode
-    return result
+from hardway_testlib import run_module_inprocess  # noqa: E402
 
 
 @pytest.fixture
 def run_module():
     return run_module_inprocess
-
-
-def collections_path():
-    """The directory to use as ANSIBLE_COLLECTIONS_PATH for this checkout of the collection."""
-    import ansible_collections.hardway.kubernetes as coll
-
-    root = os.path.realpath(os.path.join(os.path.dirname(__file__), '..', '..'))
-    for entry in list(coll.__path__):
-        if os.path.realpath(entry) == root:
-            return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(entry))))
-    raise AssertionError(
-        f'ansible_collections.hardway.kubernetes is not importable from this checkout ({root}); '
-        'put a tree <dir>/ansible_collections/hardway/kubernetes -> the repository on PYTHONPATH'
-    )
-
-
-def ansible_cli(tool='ansible'):
-    candidate = os.path.join(os.path.dirname(sys.executable), tool)
-    if os.path.exists(candidate):
-        return candidate
-    return shutil.which(tool)
-
-
-def run_adhoc(module, args, tmp_path, check=False, diff=False):
-    """Run ``ansible localhost -m hardway.kubernetes.<module>`` and return (rc, result dict, output)."""
-    cli = ansible_cli()
-    if not cli:
-        pytest.skip('the ansible command line is not installed next to this Python')
-    path = collections_path()
-    assert os.path.isdir(os.path.join(path, 'ansible_collections', 'hardway', 'kubernetes')), path
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=path,
-        ANSIBLE_CALLBACK_RESULT_FORMAT='json',
-        ANSIBLE_LOCALHOST_WARNING='0',
-        ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
-        ANSIBLE_NOCOLOR='1',
-        ANSIBLE_HOME=str(tmp_path / '.ansible'),
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_CONFIG=str(tmp_path / 'ansible.cfg'),
-    )
-    (tmp_path / 'ansible.cfg').write_text('[defaults]\n')
-    cmd = [
-        cli,
-        'localhost',
-        '-i',
-        'localhost,',
-        '-c',
-        'local',
-        '-m',
-        f'hardway.kubernetes.{module}',
-        '-a',
-        json.dumps(args),
-    ]
-    if check:
-        cmd.append('--check')
-    if diff:
-        cmd.append('--diff')
-    proc = subprocess.run(
-        cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120, check=False
-    )
-    # The default callback prints "localhost | CHANGED => {...}" (after the diff, if any).
-    marker = re.search(r'^localhost \| [A-Z]+! => ', proc.stdout, re.M) or re.search(
-        r'^localhost \| [A-Z]+ => ', proc.stdout, re.M
-    )
-    try:
-        result = json.loads(proc.stdout[marker.end() :]) if marker else None
-    except ValueError:
-        result = None
-    if result is None:
-        raise AssertionError(
-            f'unexpected ansible output (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}'
-        )
-    return proc.returncode, result, proc.stdout + proc.stderr

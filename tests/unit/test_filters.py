@@ -119,7 +119,7 @@ def test_missing_netaddr(monkeypatch):
 
 def test_through_jinja(tmp_path):
     """The filters work by their collection name in a real template."""
-    from conftest import ansible_cli, collections_path
+    from hardway_testlib import ansible_cli, collections_path
 
     cli = ansible_cli()
     if not cli:

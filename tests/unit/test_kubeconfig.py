@@ -11,7 +11,7 @@ import pytest
 import yaml
 from ansible_collections.hardway.kubernetes.plugins.module_utils import kubeconfig as kc
 from ansible_collections.hardway.kubernetes.plugins.module_utils import pki as P
-from conftest import run_adhoc
+from hardway_testlib import run_adhoc
 
 
 @pytest.fixture(scope='module')

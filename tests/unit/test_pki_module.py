@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from conftest import run_adhoc, run_module_subprocess
+from hardway_testlib import run_adhoc, run_module_subprocess
 
 ARGS = {
     'authorities': [{'name': 'ca', 'common_name': 'Test CA'}],
