@@ -170,6 +170,9 @@ def classify(exc, endpoint, timeout, names=('ca_cert', 'client_cert', 'client_ke
         return RequestError('cannot resolve the host of %s: %s' % (endpoint, exc.strerror or exc),
                             'dns', endpoint)
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
+        if getattr(endpoint, 'scheme', None) == 'http':
+            return RequestError('%s closed the connection (%s); if the server speaks TLS, use an https:// URL'
+                                % (endpoint, exc), 'connection', endpoint)
         return RequestError(
             '%s closed the connection (%s); if it requires client certificates, check %s/%s'
             % (endpoint, exc, cert_opt, key_opt), 'connection', endpoint)

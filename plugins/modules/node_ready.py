@@ -65,6 +65,7 @@ attributes:
     description: Checks once and reports, without waiting, and without failing when nodes are not Ready.
   diff_mode:
     support: none
+    description: The module never changes anything, so there is nothing to show.
 """
 
 EXAMPLES = r"""

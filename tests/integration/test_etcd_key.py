@@ -162,7 +162,8 @@ def test_plain_http_to_tls_port(module, etcd, cert_args):
         'etcd_key',
         args(etcd, cert_args, key='/it/x', state='get', endpoints=[f'http://127.0.0.1:{etcd["port"]}']),
     )
-    assert result['failed'] and etcd['port'] and str(etcd['port']) in result['msg']
+    assert result['failed'] and f'http://127.0.0.1:{etcd["port"]} closed the connection' in result['msg']
+    assert 'use an https:// URL' in result['msg']
 
 
 def test_timeout(module, etcd, cert_args):
