@@ -109,6 +109,7 @@ class Background:
         )
         self.proc.stdin.write(payload)
         self.proc.stdin.close()
+        self.proc.stdin = None  # communicate() must not touch it again
 
     def running(self):
         return self.proc.poll() is None
@@ -395,6 +396,8 @@ def apiserver(apiserver_binary, etcd, pki, tmp_path_factory):
         '--authorization-mode=RBAC',
         f'--cert-dir={work / "certs"}',
         '--enable-priority-and-fairness=false',
+        # a loopback advertise address is only allowed without the endpoint reconciler
+        '--endpoint-reconciler-type=none',
         '--v=1',
     ]
     proc = Process(argv, str(work / 'kube-apiserver.log'))
