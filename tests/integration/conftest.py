@@ -124,6 +124,84 @@ class Background:
         return parse_result(self.name, out, err, self.proc.returncode)
 
 
+def oldest_python():
+    """The oldest working Python 3.8+ on this machine (managed hosts may be that old), else this one."""
+    pyenv = os.path.join(os.path.expanduser('~'), '.pyenv', 'versions')
+    for minor in range(8, 14):
+        candidates = []
+        if os.path.isdir(pyenv):
+            candidates += [
+                os.path.join(pyenv, name, 'bin', 'python')
+                for name in sorted(os.listdir(pyenv))
+                if name.startswith(f'3.{minor}.')
+            ]
+        candidates += [f'/usr/bin/python3.{minor}', f'/usr/local/bin/python3.{minor}']
+        for candidate in candidates:
+            if not os.path.exists(candidate):
+                continue
+            probe = subprocess.run(
+                [candidate, '-c', 'import sys, ssl; print(sys.version_info[1])'],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if probe.returncode == 0 and probe.stdout.strip() == str(minor):
+                return candidate
+    return sys.executable
+
+
+@pytest.fixture(scope='session')
+def old_python():
+    """Path of the oldest Python 3.8+ here, for running host-side modules as on an old managed host."""
+    return oldest_python()
+
+
+@pytest.fixture(scope='session')
+def ansible_adhoc(tmp_path_factory):
+    """ansible_adhoc(module, args, python=None, check=False) -> (rc, result): the ansible command line
+    runs hardway.kubernetes.<module> on localhost, as on a managed host with that Python."""
+    cli = os.path.join(os.path.dirname(sys.executable), 'ansible')
+    if not os.path.exists(cli):
+        cli = shutil.which('ansible')
+    assert cli, 'the ansible command line is not installed'
+    home = tmp_path_factory.mktemp('ansible-home')
+    (home / 'ansible.cfg').write_text('[defaults]\n')
+
+    def run(name, args, python=None, check=False):
+        env = dict(
+            os.environ,
+            ANSIBLE_COLLECTIONS_PATH=collections_path(),
+            ANSIBLE_CONFIG=str(home / 'ansible.cfg'),
+            ANSIBLE_HOME=str(home),
+            ANSIBLE_CALLBACK_RESULT_FORMAT='json',
+            ANSIBLE_NOCOLOR='1',
+            ANSIBLE_LOCALHOST_WARNING='0',
+            ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
+            ANSIBLE_PYTHON_INTERPRETER=python or sys.executable,
+        )
+        env.pop('PYTHONPATH', None)  # the module must bring everything it needs
+        cmd = [
+            cli,
+            'localhost',
+            '-i',
+            'localhost,',
+            '-c',
+            'local',
+            '-m',
+            f'hardway.kubernetes.{name}',
+            '-a',
+            json.dumps(args),
+        ] + (['--check'] if check else [])
+        proc = subprocess.run(
+            cmd, env=env, cwd=str(home), capture_output=True, text=True, timeout=120, check=False
+        )
+        marker = proc.stdout.find(' => {')
+        assert marker >= 0, f'unexpected ansible output (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}'
+        return proc.returncode, json.loads(proc.stdout[marker + 4 :])
+
+    return run
+
+
 @pytest.fixture(scope='session')
 def module():
     """Run a module: module(name, args, check=False, diff=False) -> result dict (with rc)."""

@@ -183,3 +183,20 @@ def test_missing_certificate_files_name_the_option(module, etcd, pki, cert_args)
         'etcd_key', dict(args(etcd, cert_args, key='/it/x', state='get'), client_key=f'{pki}/nope-key.pem')
     )
     assert result['failed'] and result['msg'] == f'client_key: {pki}/nope-key.pem does not exist'
+
+
+def test_through_ansible_on_an_old_python(ansible_adhoc, old_python, etcd, cert_args):
+    """The ansible command line ships the module to the oldest Python here, with no packages at all."""
+    python = old_python
+    key = '/it/ansible'
+    rc, result = ansible_adhoc('etcd_key', args(etcd, cert_args, key=key, value=FLANNEL), python=python)
+    assert rc == 0 and result['changed'] is True, result
+    rc, result = ansible_adhoc('etcd_key', args(etcd, cert_args, key=key, value=FLANNEL), python=python)
+    assert rc == 0 and result['changed'] is False, result
+    rc, result = ansible_adhoc(
+        'etcd_key',
+        args(etcd, cert_args, key=key, value={'Backend': {'Type': 'udp'}}),
+        python=python,
+        check=True,
+    )
+    assert rc != 0 and 'force: true' in result['msg'], result

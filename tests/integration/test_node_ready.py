@@ -7,7 +7,9 @@ Ready condition through the status subresource, as a kubelet would.
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -185,3 +187,40 @@ def test_check_mode_checks_once(module, cluster, cert_args):
     result = module('node_ready', args(cluster, cert_args, names=['sick'], timeout=60), check=True)
     assert result['rc'] == 0 and not result.get('failed') and result['elapsed'] < 5
     assert 'sick is not Ready' in result['msg']
+
+
+def test_through_ansible_on_an_old_python(ansible_adhoc, old_python, cluster, pki, cert_args, tmp_path):
+    """On a bare Python (no PyYAML): certificate options and a JSON kubeconfig work, YAML fails clearly."""
+    rc, result = ansible_adhoc(
+        'node_ready', args(cluster, cert_args, names=['ready-1'], timeout=20), python=old_python
+    )
+    assert rc == 0 and 'ready-1' in result['ready'], result
+    config = {
+        'apiVersion': 'v1',
+        'kind': 'Config',
+        'current-context': 'it',
+        'clusters': [
+            {'name': 'it', 'cluster': {'server': cluster['url'], 'certificate-authority': f'{pki}/ca.pem'}}
+        ],
+        'users': [
+            {
+                'name': 'admin',
+                'user': {'client-certificate': f'{pki}/admin.pem', 'client-key': f'{pki}/admin-key.pem'},
+            }
+        ],
+        'contexts': [{'name': 'it', 'context': {'cluster': 'it', 'user': 'admin'}}],
+    }
+    (tmp_path / 'kubeconfig.json').write_text(json.dumps(config))
+    rc, result = ansible_adhoc(
+        'node_ready',
+        {'kubeconfig': str(tmp_path / 'kubeconfig.json'), 'names': ['ready-1'], 'timeout': 20},
+        python=old_python,
+    )
+    assert rc == 0 and 'ready-1' in result['ready'], result
+    probe = subprocess.run([old_python, '-c', 'import yaml'], capture_output=True, check=False)
+    if probe.returncode != 0:
+        (tmp_path / 'kubeconfig.yaml').write_text('apiVersion: v1\nkind: Config\n')
+        rc, result = ansible_adhoc(
+            'node_ready', {'kubeconfig': str(tmp_path / 'kubeconfig.yaml'), 'min_count': 1}, python=old_python
+        )
+        assert rc != 0 and 'needs PyYAML' in result['msg'], result
