@@ -234,6 +234,8 @@ def main():
     if params['timeout'] <= 0:
         module.fail_json(msg='timeout must be greater than 0, got %s' % params['timeout'])
     if params['state'] == 'present':
+        if params['value'] is None:
+            module.fail_json(msg='value is required with state=present (use state=absent to delete the key)')
         if isinstance(params['value'], float) and params['value'] != params['value']:
             module.fail_json(msg='value: NaN cannot be stored')
         try:

@@ -118,6 +118,8 @@ def test_endpoint_parsing():
 def test_module_rejects_missing_value(run_module):
     result = run_module('etcd_key', {'endpoints': ['https://127.0.0.1:1'], 'key': 'k'})
     assert result['failed'] and 'value' in result['msg']
+    result = run_module('etcd_key', {'endpoints': ['https://127.0.0.1:1'], 'key': 'k', 'value': None})
+    assert result['failed'] and 'value is required with state=present' in result['msg']
     result = run_module(
         'etcd_key', {'endpoints': ['https://127.0.0.1:1'], 'key': 'k', 'value': 'v', 'timeout': 0}
     )
