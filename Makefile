@@ -23,7 +23,9 @@ help:
 	@echo "make bench     the benchmark (cold converge, re-run, scale, PKI)"
 
 setup: $(VENV)/.done
+	@tests/testbed/system-deps.sh
 	@tests/testbed/setup-collections.sh "$(VENV)" "$(COLLECTIONS)"
+	@python3 tests/testbed/lab.py docker
 
 $(VENV)/.done: requirements.txt
 	@echo "setup: Python virtualenv at $(VENV)"

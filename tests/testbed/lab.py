@@ -37,9 +37,17 @@ BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "i
 NODE_PACKAGES = ["conntrack", "iptables", "socat", "ipset"]
 IMAGE_REPO = "hardway-lab"
 
-NETWORK = os.environ.get("HARDWAY_LAB_NETWORK", "hardway-lab")
-SUBNET = os.environ.get("HARDWAY_LAB_SUBNET", "172.29.0.0/24")
-NET_PREFIX = SUBNET.rsplit(".", 1)[0]
+# Each set of lab hosts has its own internal network and /24, so the README's
+# lab, the molecule scenarios and the benchmark can exist side by side.
+LAB_SETS = {"lab": 0, "mol": 1, "tbed": 2, "bench": 3}
+
+
+def network_of(prefix: str) -> tuple[str, str]:
+    """Docker network name and address prefix (first three octets) of a set."""
+    if prefix not in LAB_SETS:
+        raise SystemExit(f"lab: unknown lab set {prefix!r}; known: {', '.join(LAB_SETS)}")
+    return f"hardway-{prefix}", f"172.29.{LAB_SETS[prefix]}"
+
 # Kernel settings outside the network namespace are shared with this machine;
 # kubelet writes these ones. They are recorded before the lab starts and put
 # back when it is torn down.
@@ -110,6 +118,7 @@ def ensure_image() -> str:
     tag = image_tag()
     if sh(["docker", "image", "inspect", tag], check=False).returncode == 0:
         log(f"image {tag}: cached")
+        sh(["docker", "tag", tag, f"{IMAGE_REPO}:current"])
         return tag
     rootfs_tar = LAB / f"rootfs-{tag.split(':')[1]}.tar"
     if not rootfs_tar.exists():
@@ -133,6 +142,8 @@ def ensure_image() -> str:
     with open(rootfs_tar, "rb") as f:
         sh(["docker", "import", "-c", 'CMD ["/sbin/init"]', "-c", "ENV container=docker",
             "-", tag], stdin=f)
+    # A stable name for molecule's platforms.
+    sh(["docker", "tag", tag, f"{IMAGE_REPO}:current"])
     return tag
 
 
@@ -156,8 +167,9 @@ def customise_rootfs(root: Path) -> None:
 
 
 def host_names(workers: int, prefix: str) -> list[tuple[str, str]]:
-    hosts = [(f"{prefix}-cp1", f"{NET_PREFIX}.11")]
-    hosts += [(f"{prefix}-w{i}", f"{NET_PREFIX}.{20 + i}") for i in range(1, workers + 1)]
+    _, net = network_of(prefix)
+    hosts = [(f"{prefix}-cp1", f"{net}.11")]
+    hosts += [(f"{prefix}-w{i}", f"{net}.{20 + i}") for i in range(1, workers + 1)]
     return hosts
 
 
@@ -196,11 +208,12 @@ def restore_sysctls() -> None:
     log("restored host sysctls: " + (", ".join(changed) or "none had changed"))
 
 
-def ensure_network() -> None:
-    if sh(["docker", "network", "inspect", NETWORK], check=False).returncode == 0:
-        return
-    sh(["docker", "network", "create", "--internal", "--subnet", SUBNET,
-        "--label", "hardway.lab=1", NETWORK])
+def ensure_network(prefix: str) -> str:
+    name, net = network_of(prefix)
+    if sh(["docker", "network", "inspect", name], check=False).returncode != 0:
+        sh(["docker", "network", "create", "--internal", "--subnet", f"{net}.0/24",
+            "--label", "hardway.lab=1", name])
+    return name
 
 
 def running_hosts(prefix: str | None = None) -> list[str]:
@@ -223,7 +236,7 @@ def wait_booted(name: str, timeout: float = 90) -> str:
 
 def up(workers: int, prefix: str) -> list[tuple[str, str]]:
     tag = ensure_image()
-    ensure_network()
+    network = ensure_network(prefix)
     save_sysctls()
     hosts = host_names(workers, prefix)
     existing = set(running_hosts(prefix))
@@ -232,7 +245,7 @@ def up(workers: int, prefix: str) -> list[tuple[str, str]]:
             continue
         log(f"starting {name} ({ip})")
         sh(["docker", "run", "-d", "--name", name, "--hostname", name,
-            "--network", NETWORK, "--ip", ip, "--label", "hardway.lab=1",
+            "--network", network, "--ip", ip, "--label", "hardway.lab=1",
             *RUN_OPTS, tag])
     for name, _ in hosts:
         state = wait_booted(name)
@@ -240,7 +253,7 @@ def up(workers: int, prefix: str) -> list[tuple[str, str]]:
     return hosts
 
 
-def down(prefix: str | None) -> None:
+def down(prefix: str) -> None:
     if not docker_ok():
         restore_sysctls()
         return
@@ -248,8 +261,8 @@ def down(prefix: str | None) -> None:
     if names:
         log(f"removing {', '.join(names)}")
         sh(["docker", "rm", "-f", "-v", *names])
+    sh(["docker", "network", "rm", network_of(prefix)[0]], check=False)
     if not running_hosts():
-        sh(["docker", "network", "rm", NETWORK], check=False)
         restore_sysctls()
 
 
@@ -262,8 +275,7 @@ def inventory(workers: int, prefix: str) -> str:
     for group, members in groups.items():
         lines += [f"    {group}:", "      hosts:"]
         for name, ip in members:
-            lines += [f"        {name}:", f"          ansible_host: {name}",
-                      f"          node_address: {ip}"]
+            lines += [f"        {name}:", f"          cluster_node_address: {ip}"]
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--workers", type=int, default=2)
         p.add_argument("--name", default="lab")
     p = sub.add_parser("down")
-    p.add_argument("--name", default=None)
+    p.add_argument("--name", default="lab")
     sub.add_parser("status")
     args = parser.parse_args(argv)
     if args.cmd == "docker":

@@ -272,8 +272,8 @@ def build_etcd(b: Builder, version: str) -> list[Path]:
     b.build(["go.etcd.io/etcd/etcdutl/v3"], bindir / "u")
     base = f"etcd-{tag}-linux-{ARCH}"
     asset = gh_dir("etcd-io/etcd", tag) / f"{base}.tar.gz"
-    write_tgz(asset, {"etcd": bindir / "s" / "v3", "etcdctl": bindir / "c" / "v3",
-                      "etcdutl": bindir / "u" / "v3"}, prefix=base + "/")
+    write_tgz(asset, {"etcd": bindir / "s" / "server", "etcdctl": bindir / "c" / "etcdctl",
+                      "etcdutl": bindir / "u" / "etcdutl"}, prefix=base + "/")
     sums = asset.parent / "SHA256SUMS"
     sums.write_text(f"{sha256(asset)}  {asset.name}\n")
     return [asset]
@@ -382,7 +382,8 @@ IMAGES = MIRROR / "images"
 
 
 def image_archive(dest: Path, ref: str, files: dict[str, tuple[Path, int]],
-                  entrypoint: list[str], cmd: list[str] | None = None) -> Path:
+                  entrypoint: list[str], cmd: list[str] | None = None,
+                  links: dict[str, str] | None = None) -> Path:
     """Write a `docker save`-format archive of a one-layer FROM-scratch image.
 
     `ctr -n k8s.io images import` takes it as it is: no registry, no daemon.
@@ -402,6 +403,10 @@ def image_archive(dest: Path, ref: str, files: dict[str, tuple[Path, int]],
             info.mode = mode
             with src.open("rb") as f:
                 tar.addfile(info, f)
+        for arcname, target in sorted((links or {}).items()):
+            info = tarfile.TarInfo(arcname)
+            info.type, info.linkname, info.mode = tarfile.SYMTYPE, target, 0o777
+            tar.addfile(info)
     layer_bytes = layer.getvalue()
     diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
     config = {
@@ -430,7 +435,6 @@ def image_archive(dest: Path, ref: str, files: dict[str, tuple[Path, int]],
 
 
 def build_pause(b: Builder, version: str) -> list[Path]:
-    _, _, known = None, None, None
     pins, _ = load_versions()
     k8s = b.module_dir("k8s.io/kubernetes", f"v{pins['kubernetes']}")
     b.work.mkdir(parents=True, exist_ok=True)
@@ -465,6 +469,30 @@ def build_coredns_image(b: Builder, version: str) -> list[Path]:
                           {"coredns": (b.work / "coredns", 0o755)}, ["/coredns"])]
 
 
+BUSYBOX_APPLETS = ["sh", "nslookup", "wget", "cat", "echo", "sleep", "ls", "hostname",
+                   "ip", "ping", "nc", "test", "grep", "head", "env", "true"]
+
+
+def build_busybox(b: Builder, version: str) -> list[Path]:
+    """A shell-and-tools test image from Debian's static busybox (not a Go build)."""
+    if b.work.exists():
+        shutil.rmtree(b.work)
+    b.work.mkdir(parents=True)
+    policy = b.run(["apt-cache", "policy", "busybox-static"], capture=True, env=dict(os.environ))
+    if f":{version}-" not in policy:
+        b.run(["apt-get", "update", "-q"], env=dict(os.environ))
+        policy = b.run(["apt-cache", "policy", "busybox-static"], capture=True, env=dict(os.environ))
+    if f":{version}-" not in policy:
+        raise BuildError(f"busybox: apt does not offer busybox-static {version}:\n{policy}")
+    b.run(["apt-get", "download", "-q", "busybox-static"], env=dict(os.environ))
+    deb = next(b.work.glob("busybox-static_*.deb"))
+    b.run(["dpkg-deb", "-x", str(deb), "root"], env=dict(os.environ))
+    links = {f"bin/{a}": "busybox" for a in BUSYBOX_APPLETS}
+    return [image_archive(IMAGES / f"busybox-{version}.tar", f"hardway.local/busybox:{version}",
+                          {"bin/busybox": (b.work / "root" / "bin" / "busybox", 0o755)},
+                          ["/bin/sh"], links=links)]
+
+
 COMPONENTS: dict[str, Callable[[Builder, str], list[Path]]] = {
     "kubernetes": build_kubernetes,
     "etcd": build_etcd,
@@ -477,9 +505,16 @@ COMPONENTS: dict[str, Callable[[Builder, str], list[Path]]] = {
     "crictl": build_crictl,
     "pause": build_pause,
     "agnhost": build_agnhost,
+    "busybox": build_busybox,
 }
 # Image components that reuse another component's pin.
 DERIVED = {"coredns_image": ("coredns", build_coredns_image)}
+
+
+def k8s_binary(name: str) -> Path:
+    """Path of a Kubernetes binary of the pinned version in the mirror."""
+    pins, _ = load_versions()
+    return MIRROR / "dl.k8s.io" / "release" / f"v{pins['kubernetes']}" / "bin" / "linux" / ARCH / name
 
 
 # ------------------------------------------------------------------------ CLI
@@ -525,7 +560,7 @@ def cmd_build(requests: list[str], force: bool) -> int:
         b = Builder(name, version)
         try:
             assets = fn(b, version)
-        except BuildError as exc:
+        except (BuildError, OSError, StopIteration) as exc:
             print(f"{prefix}: FAILED: {exc}", flush=True)
             failed.append(name)
             continue

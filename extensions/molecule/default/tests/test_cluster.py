@@ -1,0 +1,299 @@
+"""What a working hard-way cluster must show, checked on the lab hosts.
+
+Runs after every converge of the scenario (testinfra verifier). Hosts are
+reached with `docker exec`; the cluster through kubectl (from the test bed's
+mirror) with the admin kubeconfig that site.yml wrote on this machine. Pod and
+Service addresses are only ever reached from inside lab hosts or pods.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import testinfra
+
+REPO = Path(__file__).resolve().parents[4]
+sys.path.insert(0, str(REPO / "tests" / "testbed"))
+import mirror  # noqa: E402
+
+STATE = Path(os.environ["HARDWAY_LAB_STATE"])
+LAB_SET = os.environ.get("HARDWAY_LAB_SET", "mol")
+CP = f"{LAB_SET}-cp1"
+WORKERS = [f"{LAB_SET}-w1", f"{LAB_SET}-w2"]
+NET = f"172.29.{ {'lab': 0, 'mol': 1, 'tbed': 2, 'bench': 3}[LAB_SET] }"
+ADDRESS = {CP: f"{NET}.11", WORKERS[0]: f"{NET}.21", WORKERS[1]: f"{NET}.22"}
+KUBECONFIG = STATE / "admin.kubeconfig"
+PINS, _ = mirror.load_versions()
+AGNHOST = f"registry.k8s.io/e2e-test-images/agnhost:{PINS['agnhost']}"
+BUSYBOX = f"hardway.local/busybox:{PINS['busybox']}"
+NS = "hardway-verify"
+SERVICE_IP = "10.32.0.1"
+
+
+def host(name: str):
+    return testinfra.get_host(f"docker://{name}")
+
+
+def kubectl(*args: str, stdin: str | None = None, timeout: int = 120, check: bool = True) -> str:
+    cmd = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(KUBECONFIG), *args]
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout
+
+
+def dns_mode() -> str:
+    config = host(WORKERS[0]).file("/var/lib/kubelet/config.yaml").content_string
+    return "systemd" if f"- {ADDRESS[WORKERS[0]]}" in config else "deployment"
+
+
+def etcdctl(*args: str) -> str:
+    cmd = ("ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints https://127.0.0.1:2379 "
+           "--cacert /etc/kubernetes/pki/etcd-ca.pem "
+           "--cert /etc/kubernetes/pki/kube-apiserver-etcd-client.pem "
+           "--key /etc/kubernetes/pki/kube-apiserver-etcd-client-key.pem " + " ".join(args))
+    return host(CP).check_output(cmd)
+
+
+def pod_manifest(name: str, node: str, image: str, command: list[str] | None = None,
+                 args: list[str] | None = None, labels: dict | None = None) -> dict:
+    container = {"name": "main", "image": image, "imagePullPolicy": "Never"}
+    if command:
+        container["command"] = command
+    if args:
+        container["args"] = args
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "labels": labels or {}},
+            "spec": {"nodeName": node, "containers": [container],
+                     "terminationGracePeriodSeconds": 1}}
+
+
+@pytest.fixture(scope="module")
+def workload():
+    """Two agnhost netexec pods (one per worker), two busybox pods, Services."""
+    kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", timeout=180)
+    kubectl("create", "namespace", NS)
+    objects = []
+    for i, node in enumerate(WORKERS, 1):
+        objects.append(pod_manifest(f"web-{i}", node, AGNHOST, args=["netexec", "--http-port=8080"],
+                                    labels={"app": "web"}))
+        objects.append(pod_manifest(f"shell-{i}", node, BUSYBOX, command=["sleep", "3600"]))
+    port = {"name": "http", "port": 80, "targetPort": 8080}
+    objects.append({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "web", "namespace": NS},
+                    "spec": {"selector": {"app": "web"}, "ports": [port]}})
+    objects.append({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "web-nodeport", "namespace": NS},
+                    "spec": {"type": "NodePort", "selector": {"app": "web"},
+                             "ports": [dict(port, nodePort=30080)]}})
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    kubectl("-n", NS, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=180s", timeout=200)
+    pods = json.loads(kubectl("-n", NS, "get", "pods", "-o", "json"))["items"]
+    info = {p["metadata"]["name"]: {"ip": p["status"]["podIP"], "node": p["spec"]["nodeName"]} for p in pods}
+    svc = json.loads(kubectl("-n", NS, "get", "service", "web", "-o", "json"))
+    info["service_ip"] = svc["spec"]["clusterIP"]
+    yield info
+    kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
+# ------------------------------------------------------------------- hosts
+@pytest.mark.parametrize("name,units", [
+    (CP, ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]),
+    (WORKERS[0], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
+    (WORKERS[1], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
+])
+def test_units_active_and_enabled(name, units):
+    h = host(name)
+    if name in WORKERS and dns_mode() == "systemd":
+        units = units + ["coredns"]
+    for unit in units:
+        svc = h.service(unit)
+        assert svc.is_running, f"{unit} is not active on {name}"
+        assert svc.is_enabled, f"{unit} is not enabled on {name}"
+
+
+def test_control_plane_runs_no_kubelet():
+    assert not host(CP).service("kubelet").is_running
+
+
+@pytest.mark.parametrize("name", [CP, *WORKERS])
+def test_private_keys_are_0600_and_no_ca_key(name):
+    h = host(name)
+    keys = h.check_output("find /etc/kubernetes -name '*-key.pem' -o -name '*.kubeconfig'").split()
+    assert keys, f"no keys found on {name}"
+    for path in keys:
+        assert h.file(path).mode == 0o600, f"{path} on {name} is not 0600"
+        assert h.file(path).user == "root"
+    assert not [k for k in keys if k.endswith("-ca-key.pem")], f"a CA key is on {name}"
+    assert h.check_output("find / -xdev -name '*ca-key.pem' 2>/dev/null || true") == ""
+
+
+# ---------------------------------------------------------------- nodes, flannel
+def test_workers_ready():
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+    ready = {n["metadata"]["name"]: any(c["type"] == "Ready" and c["status"] == "True"
+                                        for c in n["status"]["conditions"]) for n in nodes}
+    assert ready == {w: True for w in WORKERS}
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_flannel_vxlan_device(name):
+    out = host(name).check_output("ip -d link show flannel.1")
+    assert "vxlan id 1 " in out
+    assert f"local {ADDRESS[name]} " in out
+    assert "dstport 8472" in out
+
+
+def test_flannel_leases_and_network_config_in_etcd():
+    config = json.loads(etcdctl("get /coreos.com/network/config --print-value-only"))
+    assert config == {"Network": "10.200.0.0/16", "SubnetLen": 24,
+                      "Backend": {"Type": "vxlan", "VNI": 1, "Port": 8472}}
+    leases = etcdctl("get --prefix /coreos.com/network/subnets/ -w json")
+    kvs = json.loads(leases).get("kvs", [])
+    owners = {json.loads(base64.b64decode(kv["value"]))["PublicIP"] for kv in kvs}
+    assert {ADDRESS[w] for w in WORKERS} <= owners
+    for kv in kvs:
+        key = base64.b64decode(kv["key"]).decode()
+        assert key.startswith("/coreos.com/network/subnets/10.200.") and key.endswith("-24")
+
+
+# --------------------------------------------------------------- pod traffic
+def test_pod_reaches_pod_on_other_worker_over_vxlan(workload):
+    assert workload["shell-1"]["node"] != workload["web-2"]["node"]
+    out = kubectl("-n", NS, "exec", "shell-1", "--", "wget", "-q", "-T", "5", "-O", "-",
+                  f"http://{workload['web-2']['ip']}:8080/hostname")
+    assert out.strip() == "web-2"
+    out = kubectl("-n", NS, "exec", "shell-2", "--", "wget", "-q", "-T", "5", "-O", "-",
+                  f"http://{workload['web-1']['ip']}:8080/hostname")
+    assert out.strip() == "web-1"
+
+
+def test_cluster_ip_service_answers_from_both_backends(workload):
+    h = host(WORKERS[0])
+    seen = set()
+    for _ in range(40):
+        seen.add(h.check_output(f"curl -s -m 3 http://{workload['service_ip']}/hostname"))
+        if seen == {"web-1", "web-2"}:
+            break
+    assert seen == {"web-1", "web-2"}
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_node_port_answers_on_each_worker(workload, name):
+    url = f"http://{ADDRESS[name]}:30080/hostname"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                assert resp.read().decode() in ("web-1", "web-2")
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def nslookup(pod: str, name: str) -> str:
+    return kubectl("-n", NS, "exec", pod, "--", "nslookup", name)
+
+
+def test_dns_resolves_kubernetes_service(workload):
+    out = nslookup("shell-1", "kubernetes.default.svc.cluster.local")
+    assert f"Address: {SERVICE_IP}" in out.split("Name:", 1)[1]
+
+
+def test_dns_resolves_test_service(workload):
+    out = nslookup("shell-2", f"web.{NS}.svc.cluster.local")
+    assert f"Address: {workload['service_ip']}" in out.split("Name:", 1)[1]
+    # and the short name through the pod's search path
+    out = kubectl("-n", NS, "exec", "shell-1", "--", "wget", "-q", "-T", "5", "-O", "-", "http://web/hostname")
+    assert out.strip() in ("web-1", "web-2")
+
+
+def test_dns_server_matches_layout(workload):
+    resolv = kubectl("-n", NS, "exec", "shell-1", "--", "cat", "/etc/resolv.conf")
+    expected = ADDRESS[WORKERS[0]] if dns_mode() == "systemd" else "10.32.0.10"
+    assert f"nameserver {expected}" in resolv
+
+
+# ------------------------------------------------------------ kubectl verbs
+def test_kubectl_logs(workload):
+    host(WORKERS[0]).check_output(f"curl -s -m 3 http://{workload['web-1']['ip']}:8080/echo?msg=logged")
+    assert "logged" in kubectl("-n", NS, "logs", "web-1")
+
+
+def test_kubectl_exec(workload):
+    assert kubectl("-n", NS, "exec", "shell-1", "--", "hostname").strip() == "shell-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_kubectl_port_forward(workload):
+    port = free_port()
+    cmd = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(KUBECONFIG), "-n", NS,
+           "port-forward", "pod/web-2", f"{port}:8080"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=3) as resp:
+                    assert resp.read().decode() == "web-2"
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(f"port-forward did not answer: {proc.stderr.read() if proc.poll() is not None else ''}")
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------- jobs, tokens, etcd
+def test_job_completes(workload):
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once", "namespace": NS},
+           "spec": {"backoffLimit": 0, "template": {"spec": {
+               "restartPolicy": "Never",
+               "containers": [{"name": "main", "image": BUSYBOX, "imagePullPolicy": "Never",
+                               "command": ["sh", "-c", "echo job-ran"]}]}}}}
+    kubectl("apply", "-f", "-", stdin=json.dumps(job))
+    kubectl("-n", NS, "wait", "--for=condition=Complete", "job/once", "--timeout=120s", timeout=150)
+    assert "job-ran" in kubectl("-n", NS, "logs", "job/once")
+
+
+def test_pod_service_account_token_works(workload):
+    token = kubectl("-n", NS, "exec", "shell-1", "--", "cat",
+                    "/var/run/secrets/kubernetes.io/serviceaccount/token").strip()
+    ca = kubectl("-n", NS, "exec", "shell-1", "--", "cat",
+                 "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+    ctx = ssl.create_default_context(cadata=ca)
+    req = urllib.request.Request(
+        f"https://{ADDRESS[CP]}:6443/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        data=json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+        review = json.loads(resp.read())
+    assert review["status"]["userInfo"]["username"] == f"system:serviceaccount:{NS}:default"
+    # and the pod reaches the API through the kubernetes Service
+    kubectl("-n", NS, "exec", "web-1", "--", "/agnhost", "connect", "--timeout=5s", f"{SERVICE_IP}:443")
+
+
+def test_secret_is_encrypted_in_etcd(workload):
+    kubectl("-n", NS, "create", "secret", "generic", "sealed", "--from-literal=password=hunter2")
+    raw = etcdctl(f"get /registry/secrets/{NS}/sealed --print-value-only | head -c 22")
+    assert raw.startswith("k8s:enc:aescbc:v1:key1")
+    assert "hunter2" not in etcdctl(f"get /registry/secrets/{NS}/sealed --print-value-only | tr -c '[:print:]' '.'")

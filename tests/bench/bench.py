@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""hardway.kubernetes benchmark: prints a table and writes bench.json.
+
+1. cold converge of fresh lab hosts (1 control plane + 2 workers), artifacts
+   cached, to all nodes Ready, then the smoke checks;
+2. a re-run of site.yml on the same hosts (changed must be 0);
+3. cold converges with 2, 4 and 8 workers;
+4. the pki module issuing a full cluster PKI for 3, 100 and 1000 nodes, and
+   the same 100-node set made with community.crypto tasks;
+5. the Ansible settings used and the machine's core count.
+
+It reports; it never fails on a slow machine. Targets are printed beside the
+figures. `--quick` skips the scale runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "testbed"))
+import lab  # noqa: E402
+import mirror  # noqa: E402
+
+CACHE = mirror.CACHE
+BENCH = CACHE / "bench"
+SET = "bench"
+TARGETS = {"cold": 120, "rerun": 30, "pki100": 2.0, "ratio": 20, "per_worker": 5}
+
+
+def ansible_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "tests" / "bench" / "callback_plugins"),
+        "ANSIBLE_CALLBACKS_ENABLED": "hardway_timer",
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.null",
+    })
+    env.update(extra or {})
+    return env
+
+
+def playbook(inventory: Path, play: Path, state: Path, label: str, extra_args: list[str] | None = None) -> dict:
+    out = BENCH / f"{label}.json"
+    log = BENCH / f"{label}.log"
+    env = ansible_env({"HARDWAY_TIMER_OUT": str(out), "HARDWAY_LAB_STATE": str(state),
+                       "ANSIBLE_STDOUT_CALLBACK": "default"})
+    start = time.monotonic()
+    with log.open("w") as f:
+        proc = subprocess.run(["ansible-playbook", "-i", str(inventory), str(play), *(extra_args or [])],
+                              cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    wall = time.monotonic() - start
+    result = json.loads(out.read_text()) if out.exists() else {"tasks": [], "changed": None}
+    result["wall"] = round(wall, 1)
+    result["rc"] = proc.returncode
+    result["log"] = str(log)
+    if proc.returncode != 0:
+        print(f"bench: {label} failed (rc {proc.returncode}); see {log}", flush=True)
+    return result
+
+
+def slowest(result: dict, n: int = 10) -> list[dict]:
+    return sorted(result["tasks"], key=lambda t: -t["seconds"])[:n]
+
+
+def lab_inventory(workers: int) -> Path:
+    d = BENCH / f"inventory-{workers}"
+    if d.exists():
+        shutil.rmtree(d)
+    (d / "group_vars").mkdir(parents=True)
+    (d / "hosts.yml").write_text(lab.inventory(workers, SET))
+    shutil.copy(REPO / "inventories" / "lab" / "group_vars" / "all.yml", d / "group_vars" / "all.yml")
+    return d / "hosts.yml"
+
+
+def smoke(state: Path) -> tuple[bool, float]:
+    """The molecule scenario's checks for pods, Services, DNS, on these hosts."""
+    start = time.monotonic()
+    env = dict(os.environ, HARDWAY_LAB_STATE=str(state), HARDWAY_LAB_SET=SET)
+    tests = REPO / "extensions" / "molecule" / "default" / "tests" / "test_cluster.py"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests),
+                           "-k", "vxlan or cluster_ip or dns_resolves or workers_ready"],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    (BENCH / "smoke.log").write_text(proc.stdout + proc.stderr)
+    return proc.returncode == 0, time.monotonic() - start
+
+
+def cold_converge(workers: int, label: str) -> tuple[dict, Path, Path]:
+    lab.down(SET)
+    lab.up(workers, SET)
+    state = BENCH / f"state-{label}"
+    if state.exists():
+        shutil.rmtree(state)
+    inventory = lab_inventory(workers)
+    result = playbook(inventory, REPO / "playbooks" / "site.yml", state, label)
+    return result, inventory, state
+
+
+# --------------------------------------------------------------------- PKI
+def pki_request(nodes: int, path: Path) -> dict:
+    certs = [
+        {"name": "kube-apiserver", "ca": "kubernetes-ca", "common_name": "kubernetes", "usage": ["server"],
+         "dns_names": ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                       "kubernetes.default.svc.cluster.local", "cp1"],
+         "ip_addresses": ["10.32.0.1", "127.0.0.1", "10.0.0.11"]},
+        {"name": "admin", "ca": "kubernetes-ca", "common_name": "admin", "organization": ["system:masters"]},
+    ]
+    for name in ("kube-controller-manager", "kube-scheduler", "kube-proxy"):
+        certs.append({"name": name, "ca": "kubernetes-ca", "common_name": f"system:{name}"})
+    for name in ("kube-apiserver-kubelet-client", "front-proxy-client"):
+        certs.append({"name": name, "ca": "kubernetes-ca", "common_name": name})
+    for name in ("kube-apiserver-etcd-client", "etcd-client-flannel", "etcd-server-cp1", "etcd-peer-cp1"):
+        certs.append({"name": name, "ca": "etcd-ca", "common_name": name, "usage": ["client", "server"],
+                      "ip_addresses": ["10.0.0.11", "127.0.0.1"]})
+    for i in range(nodes):
+        node = f"node{i}"
+        certs.append({"name": f"kubelet-{node}", "ca": "kubernetes-ca", "common_name": f"system:node:{node}",
+                      "organization": ["system:nodes"], "usage": ["client", "server"], "dns_names": [node],
+                      "ip_addresses": [f"10.{1 + i // 60000}.{(i // 250) % 240}.{1 + i % 250}"]})
+    return {"path": str(path),
+            "authorities": [{"name": n, "common_name": n} for n in ("kubernetes-ca", "etcd-ca", "front-proxy-ca")],
+            "certificates": certs, "keypairs": [{"name": "service-account"}]}
+
+
+def pki_play(path: Path, tasks: list[dict]) -> Path:
+    play = [{"name": "PKI benchmark", "hosts": "localhost", "gather_facts": False,
+             "connection": "local", "tasks": tasks}]
+    path.write_text(json.dumps(play))
+    return path
+
+
+def task_seconds(result: dict, match: str) -> float:
+    return round(sum(t["seconds"] for t in result["tasks"] if match in t["task"]), 2)
+
+
+def bench_pki() -> dict:
+    out = {}
+    work = Path(tempfile.mkdtemp(prefix="pki-", dir=BENCH))
+    inv = work / "inventory"
+    inv.write_text("localhost ansible_connection=local ansible_python_interpreter=" + sys.executable + "\n")
+    for nodes in (3, 100, 1000):
+        request = pki_request(nodes, work / f"pki-{nodes}")
+        play = pki_play(work / f"pki-{nodes}.json", [{"name": "issue", "hardway.kubernetes.pki": request},
+                                                      {"name": "again", "hardway.kubernetes.pki": request}])
+        r = playbook(inv, play, work, f"pki-{nodes}")
+        first = next((t for t in r["tasks"] if t["task"] == "issue"), {"seconds": None})
+        again = next((t for t in r["tasks"] if t["task"] == "again"), {"seconds": None})
+        out[nodes] = {"certificates": len(request["certificates"]), "seconds": first["seconds"],
+                      "unchanged_rerun_seconds": again["seconds"], "rc": r["rc"]}
+        print(f"bench: pki {nodes} nodes: {first['seconds']} s for {len(request['certificates'])} certificates",
+              flush=True)
+    # The same 100-node set with community.crypto: key, CSR, certificate per entry.
+    request = pki_request(100, work / "crypto")
+    d = request["path"]
+    tasks = [{"name": "dir", "ansible.builtin.file": {"path": d, "state": "directory", "mode": "0700"}}]
+    for ca in request["authorities"]:
+        n = ca["name"]
+        tasks += [
+            {"name": "ca key", "community.crypto.openssl_privatekey": {"path": f"{d}/{n}-key.pem",
+                                                                       "type": "ECC", "curve": "secp256r1"}},
+            {"name": "ca csr", "community.crypto.openssl_csr_pipe": {
+                "privatekey_path": f"{d}/{n}-key.pem", "common_name": n, "use_common_name_for_san": False,
+                "basic_constraints": ["CA:TRUE"], "basic_constraints_critical": True,
+                "key_usage": ["keyCertSign", "cRLSign"]}, "register": "csr"},
+            {"name": "ca cert", "community.crypto.x509_certificate": {
+                "path": f"{d}/{n}.pem", "csr_content": "{{ csr.csr }}", "privatekey_path": f"{d}/{n}-key.pem",
+                "provider": "selfsigned"}},
+        ]
+    loop = request["certificates"]
+    tasks += [
+        {"name": "cert keys", "community.crypto.openssl_privatekey": {
+            "path": d + "/{{ item.name }}-key.pem", "type": "ECC", "curve": "secp256r1"},
+         "loop": loop, "loop_control": {"label": "{{ item.name }}"}},
+        {"name": "cert csrs", "community.crypto.openssl_csr_pipe": {
+            "privatekey_path": d + "/{{ item.name }}-key.pem", "common_name": "{{ item.common_name }}",
+            "organization_name": "{{ item.organization | default([]) | first | default(omit) }}",
+            "subject_alt_name": "{{ (item.dns_names | default([]) | map('regex_replace', '^', 'DNS:') | list)"
+                                " + (item.ip_addresses | default([]) | map('regex_replace', '^', 'IP:') | list)"
+                                " or omit }}",
+            "extended_key_usage": "{{ item.usage | default(['client']) | map('regex_replace', '^client$', "
+                                  "'clientAuth') | map('regex_replace', '^server$', 'serverAuth') | list }}"},
+         "loop": loop, "loop_control": {"label": "{{ item.name }}"}, "register": "csrs"},
+        {"name": "cert certs", "community.crypto.x509_certificate": {
+            "path": d + "/{{ item.item.name }}.pem", "csr_content": "{{ item.csr }}", "provider": "ownca",
+            "ownca_path": d + "/{{ item.item.ca }}.pem", "ownca_privatekey_path": d + "/{{ item.item.ca }}-key.pem"},
+         "loop": "{{ csrs.results }}", "loop_control": {"label": "{{ item.item.name }}"}},
+    ]
+    r = playbook(inv, pki_play(work / "crypto.json", tasks), work, "pki-community-crypto")
+    crypto_seconds = round(sum(t["seconds"] for t in r["tasks"] if t["task"] != "dir"), 2)
+    ours = out[100]["seconds"]
+    out["community_crypto_100"] = {"seconds": crypto_seconds, "rc": r["rc"],
+                                   "ratio": round(crypto_seconds / ours, 1) if ours else None}
+    print(f"bench: community.crypto 100 nodes: {crypto_seconds} s", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+# -------------------------------------------------------------------- main
+def settings() -> dict:
+    env = ansible_env()
+    proc = subprocess.run(["ansible-config", "dump", "--only-changed", "--format", "json"],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    wanted = {"DEFAULT_FORKS": "forks", "ANSIBLE_PIPELINING": "pipelining", "DEFAULT_STRATEGY": "strategy",
+              "DEFAULT_GATHERING": "gathering"}
+    found = {"forks": 5, "pipelining": False, "strategy": "linear", "gathering": "implicit"}
+    try:
+        for item in json.loads(proc.stdout):
+            if item.get("name") in wanted:
+                found[wanted[item["name"]]] = item.get("value")
+    except (json.JSONDecodeError, TypeError):
+        pass
+    found["fact_gathering"] = "preflight play only: gather_subset [min, default_ipv4]"
+    found["cores"] = os.cpu_count()
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the 2/4/8-worker scale runs")
+    parser.add_argument("--output", default=str(REPO / "bench.json"))
+    args = parser.parse_args()
+    BENCH.mkdir(parents=True, exist_ok=True)
+    report: dict = {"settings": settings()}
+    print("bench: PKI", flush=True)
+    report["pki"] = bench_pki()
+
+    print("bench: cold converge, 1 control plane + 2 workers", flush=True)
+    cold, inventory, state = cold_converge(2, "cold")
+    ok, smoke_seconds = smoke(state) if cold["rc"] == 0 else (False, 0.0)
+    report["cold"] = {"seconds": cold["wall"], "tasks_run": cold.get("tasks_run"), "changed": cold["changed"],
+                      "smoke_ok": ok, "smoke_seconds": round(smoke_seconds, 1),
+                      "seconds_to_smoke_green": round(cold["wall"] + smoke_seconds, 1),
+                      "slowest": slowest(cold)}
+    print("bench: re-run on the same hosts", flush=True)
+    rerun = playbook(inventory, REPO / "playbooks" / "site.yml", state, "rerun")
+    report["rerun"] = {"seconds": rerun["wall"], "changed": rerun["changed"], "tasks_run": rerun.get("tasks_run"),
+                       "slowest": slowest(rerun, 5)}
+    report["scale"] = {}
+    if not args.quick:
+        for workers in (2, 4, 8):
+            print(f"bench: cold converge with {workers} workers", flush=True)
+            r, _, _ = cold_converge(workers, f"scale-{workers}")
+            report["scale"][workers] = {"seconds": r["wall"], "rc": r["rc"]}
+        if all(report["scale"][w]["rc"] == 0 for w in (2, 8)):
+            report["scale"]["seconds_per_added_worker"] = round(
+                (report["scale"][8]["seconds"] - report["scale"][2]["seconds"]) / 6, 2)
+    lab.down(SET)
+    Path(args.output).write_text(json.dumps(report, indent=1))
+    print_table(report)
+    print(f"bench: JSON written to {args.output}")
+    return 0
+
+
+def mark(value, target, lower_is_better=True) -> str:
+    if value is None:
+        return "n/a"
+    ok = value <= target if lower_is_better else value >= target
+    return "met" if ok else "MISSED"
+
+
+def print_table(r: dict) -> None:
+    rows = [("measure", "value", "target", "")]
+    c, rr, p = r["cold"], r["rerun"], r["pki"]
+    rows.append(("cold converge, 3 nodes (s)", c["seconds"], "<= 120", mark(c["seconds"], TARGETS["cold"])))
+    rows.append(("  + smoke checks green (s)", c["seconds_to_smoke_green"], "", "ok" if c["smoke_ok"] else "FAILED"))
+    rows.append(("  tasks run", c["tasks_run"], "", ""))
+    rows.append(("re-run (s)", rr["seconds"], "<= 30", mark(rr["seconds"], TARGETS["rerun"])))
+    rows.append(("re-run changed", rr["changed"], "0", "met" if rr["changed"] == 0 else "MISSED"))
+    for n in (3, 100, 1000):
+        rows.append((f"pki module, {n} nodes (s)", p[n]["seconds"], "<= 2" if n == 100 else "",
+                     mark(p[n]["seconds"], TARGETS["pki100"]) if n == 100 else ""))
+    cc = p["community_crypto_100"]
+    rows.append(("community.crypto, 100 nodes (s)", cc["seconds"], "", ""))
+    rows.append(("  speed-up of pki module", cc["ratio"], ">= 20", mark(cc["ratio"], TARGETS["ratio"], False)))
+    for w, v in r["scale"].items():
+        if w == "seconds_per_added_worker":
+            rows.append(("seconds per added worker", v, "<= 5", mark(v, TARGETS["per_worker"])))
+        else:
+            rows.append((f"cold converge, {w} workers (s)", v["seconds"], "", "" if v["rc"] == 0 else "FAILED"))
+    s = r["settings"]
+    rows.append(("settings", f"forks={s['forks']} pipelining={s['pipelining']} strategy={s['strategy']}", "", ""))
+    rows.append(("cores", s["cores"], "", ""))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(str(v).ljust(widths[i]) for i, v in enumerate(row)))
+    print("\nten slowest tasks of the cold converge:")
+    for t in c["slowest"]:
+        print(f"  {t['seconds']:7.2f} s  {t['task']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

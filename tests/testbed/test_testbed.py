@@ -1,0 +1,197 @@
+"""The offline test bed works: built binaries, checksums, images, lab hosts.
+
+Runs after `mirror.py build` (the Makefile's `mirror` target). The lab hosts
+these tests start are a set of their own ("tbed"), removed at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import lab  # noqa: E402
+import mirror  # noqa: E402
+
+PINS, KNOWN = mirror.load_versions()
+G = mirror.gh_dir
+
+
+def run(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def extract(archive: Path, member: str, dest: Path) -> Path:
+    with tarfile.open(archive) as tar:
+        tar.extract(member, dest, filter="data")
+    return dest / member
+
+
+# Every binary, where it lives in the mirror, and what `--version` must print.
+def binaries(tmp: Path) -> list[tuple[str, Path, list[str], str]]:
+    k8s = PINS["kubernetes"]
+    etcd = G("etcd-io/etcd", f"v{PINS['etcd']}") / f"etcd-v{PINS['etcd']}-linux-amd64.tar.gz"
+    ctd = G("containerd/containerd", f"v{PINS['containerd']}") / \
+        f"containerd-{PINS['containerd']}-linux-amd64.tar.gz"
+    cni = G("containernetworking/plugins", f"v{PINS['cni_plugins']}") / \
+        f"cni-plugins-linux-amd64-v{PINS['cni_plugins']}.tgz"
+    fcni = G("flannel-io/cni-plugin", f"v{PINS['flannel_cni']}") / \
+        f"cni-plugin-flannel-linux-amd64-v{PINS['flannel_cni']}.tgz"
+    crictl = G("kubernetes-sigs/cri-tools", f"v{PINS['crictl']}") / \
+        f"crictl-v{PINS['crictl']}-linux-amd64.tar.gz"
+    coredns = G("coredns/coredns", f"v{PINS['coredns']}") / f"coredns_{PINS['coredns']}_linux_amd64.tgz"
+    root = f"etcd-v{PINS['etcd']}-linux-amd64/"
+    out = [(c, mirror.k8s_binary(c), ["--version"], f"v{k8s}")
+           for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")]
+    out.append(("kubectl", mirror.k8s_binary("kubectl"), ["version", "--client"], f"v{k8s}"))
+    out.append(("etcd", extract(etcd, root + "etcd", tmp), ["--version"], PINS["etcd"]))
+    out.append(("etcdctl", extract(etcd, root + "etcdctl", tmp), ["version"], PINS["etcd"]))
+    out.append(("containerd", extract(ctd, "bin/containerd", tmp), ["--version"], f"v{PINS['containerd']}"))
+    out.append(("ctr", extract(ctd, "bin/ctr", tmp), ["--version"], f"v{PINS['containerd']}"))
+    out.append(("runc", G("opencontainers/runc", f"v{PINS['runc']}") / "runc.amd64", ["--version"],
+                f"runc version {PINS['runc']}"))
+    for plugin in ("bridge", "host-local", "loopback", "portmap"):
+        out.append((plugin, extract(cni, f"./{plugin}", tmp), [], f"v{PINS['cni_plugins']}"))
+    out.append(("flannel (CNI)", extract(fcni, "flannel-amd64", tmp), [], "CNI flannel plugin"))
+    out.append(("flanneld", G("flannel-io/flannel", f"v{PINS['flannel']}") / "flanneld-amd64", ["--version"],
+                f"v{PINS['flannel']}"))
+    out.append(("crictl", extract(crictl, "crictl", tmp), ["--version"], f"v{PINS['crictl']}"))
+    out.append(("coredns", extract(coredns, "coredns", tmp), ["-version"], f"CoreDNS-{PINS['coredns']}"))
+    return out
+
+
+def test_every_binary_reports_its_pinned_version(tmp_path):
+    for name, path, args, expected in binaries(tmp_path):
+        assert path.exists(), f"{name}: {path} missing from the mirror"
+        proc = run(str(path), *args)
+        text = proc.stdout + proc.stderr
+        assert expected in text, f"{name} printed {text!r}, expected {expected!r}"
+
+
+def test_every_checksum_verifies():
+    files = mirror.checksum_files()
+    assert len(files) >= 20
+    assert mirror.cmd_verify() == 0
+
+
+def test_checksum_verification_catches_a_changed_file(tmp_path, monkeypatch):
+    asset = tmp_path / "x.bin"
+    asset.write_bytes(b"one")
+    mirror.write_sum(asset)
+    monkeypatch.setattr(mirror, "MIRROR", tmp_path)
+    assert mirror.cmd_verify() == 0
+    asset.write_bytes(b"two")
+    assert mirror.cmd_verify() == 1
+
+
+def test_upstream_layout_paths():
+    k8s = mirror.MIRROR / "dl.k8s.io" / "release" / f"v{PINS['kubernetes']}" / "bin" / "linux" / "amd64"
+    assert (k8s / "kubelet.sha256").read_text().strip() == \
+        hashlib.sha256((k8s / "kubelet").read_bytes()).hexdigest()
+    sums = (G("etcd-io/etcd", f"v{PINS['etcd']}") / "SHA256SUMS").read_text()
+    assert f"etcd-v{PINS['etcd']}-linux-amd64.tar.gz" in sums
+
+
+@pytest.mark.parametrize("request_,message", [
+    ("kube-nothing", "unknown component 'kube-nothing'"),
+    ("etcd@9.9.9", "unknown version '9.9.9' for etcd"),
+    ("kubernetes@v1.99.0", "unknown version '1.99.0' for kubernetes"),
+])
+def test_tool_refuses_unknown_component_or_version(request_, message):
+    proc = run(sys.executable, str(HERE / "mirror.py"), "build", request_)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "known" in proc.stderr
+
+
+def test_warm_cache_build_is_a_no_op():
+    proc = run(sys.executable, str(HERE / "mirror.py"), "build", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "building" not in proc.stdout
+    assert proc.stdout.count(": cached") == len(mirror.COMPONENTS) + len(mirror.DERIVED)
+
+
+# ------------------------------------------------------------------ lab hosts
+SET = "tbed"
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    lab.down(SET)
+    started = lab.up(1, SET)
+    yield dict(started)
+    lab.down(SET)
+
+
+def dexec(name: str, *cmd: str, check: bool = True) -> str:
+    proc = run("docker", "exec", name, *cmd)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} on {name}: {proc.stdout}{proc.stderr}"
+    return proc.stdout
+
+
+def test_lab_host_boots_to_running(hosts):
+    for name in hosts:
+        state = dexec(name, "systemctl", "is-system-running", check=False).strip()
+        failed = dexec(name, "systemctl", "--failed", "--no-legend", check=False)
+        assert state == "running", f"{name} is {state}; failed units: {failed}"
+        assert dexec(name, "readlink", "/proc/1/exe").strip().endswith("systemd")
+
+
+def test_lab_network_is_internal():
+    network, _ = lab.network_of(SET)
+    out = run("docker", "network", "inspect", "-f", "{{.Internal}}", network).stdout.strip()
+    assert out == "true"
+
+
+def test_images_run_in_containerd_on_a_lab_host(hosts, tmp_path):
+    """Install containerd + runc from the mirror on a lab host, import the
+    pause and agnhost archives, run agnhost, and reach it from the other host."""
+    first, second = sorted(hosts)
+    ctd = G("containerd/containerd", f"v{PINS['containerd']}") / \
+        f"containerd-{PINS['containerd']}-linux-amd64.tar.gz"
+    for member in ("bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr"):
+        path = extract(ctd, member, tmp_path)
+        run("docker", "cp", str(path), f"{first}:/usr/local/bin/")
+    run("docker", "cp", str(G("opencontainers/runc", f"v{PINS['runc']}") / "runc.amd64"),
+        f"{first}:/usr/local/bin/runc")
+    images = mirror.MIRROR / "images"
+    for archive in (f"pause-{PINS['pause']}.tar", f"agnhost-{PINS['agnhost']}.tar"):
+        run("docker", "cp", str(images / archive), f"{first}:/root/")
+    dexec(first, "sh", "-c", "chmod +x /usr/local/bin/* && "
+          "(nohup containerd > /var/log/containerd.log 2>&1 &) && sleep 2")
+    for archive in (f"pause-{PINS['pause']}.tar", f"agnhost-{PINS['agnhost']}.tar"):
+        dexec(first, "ctr", "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", f"/root/{archive}")
+    refs = dexec(first, "ctr", "-n", "k8s.io", "images", "ls", "-q")
+    assert f"registry.k8s.io/pause:{PINS['pause']}" in refs
+    agnhost = f"registry.k8s.io/e2e-test-images/agnhost:{PINS['agnhost']}"
+    assert agnhost in refs
+    # the pause image runs (and stays up) ...
+    dexec(first, "ctr", "-n", "k8s.io", "run", "-d", "--runc-binary", "/usr/local/bin/runc",
+          f"registry.k8s.io/pause:{PINS['pause']}", "pause1")
+    # ... and agnhost serves on the host network, reached from the second host
+    dexec(first, "ctr", "-n", "k8s.io", "run", "-d", "--net-host", "--runc-binary", "/usr/local/bin/runc",
+          agnhost, "web", "/agnhost", "netexec", "--http-port=8080")
+    address = hosts[first]
+    out = ""
+    for _ in range(30):
+        out = dexec(second, "curl", "-s", "-m", "2", f"http://{address}:8080/hostname", check=False)
+        if out:
+            break
+        subprocess.run(["sleep", "0.5"])
+    assert out.strip() == first
+    tasks = dexec(first, "ctr", "-n", "k8s.io", "tasks", "ls")
+    assert "pause1" in tasks and "RUNNING" in tasks
+
+
+def test_lab_down_restores_host_sysctls(hosts):
+    # the record exists while lab hosts run; values are put back by `down`
+    assert lab.SYSCTL_FILE.exists()
+    saved = lab.json.loads(lab.SYSCTL_FILE.read_text())
+    assert set(saved) == set(lab.GLOBAL_SYSCTLS)
