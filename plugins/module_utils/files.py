@@ -1,31 +1,42 @@
 # Copyright: hardway.kubernetes contributors
 # Apache License 2.0 (see LICENSE)
-"""Small file helpers shared by the controller-side modules (pki, kubeconfig)."""
+"""Small file helpers shared by the modules (pki, kubeconfig, install_files)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 
 
-def write_atomic(path, data, mode, durable=False):
-    """Write ``data`` (bytes) to ``path`` atomically with permission bits ``mode``.
+def write_atomic(path, data, mode, durable=False, uid=-1, gid=-1):
+    """Write ``data`` to ``path`` atomically with permission bits ``mode``.
 
+    ``data`` is bytes, or a binary file object that is copied until its end
+    (in chunks, so a large file never sits in memory; an exception raised by
+    its ``read`` aborts the write and leaves ``path`` as it was).
     The content goes to a temporary file in the same directory, which is then
     renamed over ``path``: a reader sees either the old or the new file, never
     a partial one, and a private key is never readable by others, not even
     for a moment (the temporary file is created 0600 and only then chmod-ed).
+    ``uid``/``gid`` other than -1 set the owner and group of the new file
+    (before its mode, since a change of owner clears set-id bits).
     With ``durable`` the data is flushed to disk before the rename.
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
     try:
         with os.fdopen(fd, 'wb') as handle:
-            handle.write(data)
+            if hasattr(data, 'read'):
+                shutil.copyfileobj(data, handle, 1024 * 1024)
+            else:
+                handle.write(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
+        if uid != -1 or gid != -1:
+            os.chown(tmp, uid, gid)
         os.chmod(tmp, mode)
         os.rename(tmp, path)
     except BaseException:
