@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,9 +279,13 @@ def build_etcd(b: Builder, version: str) -> list[Path]:
 
 
 def go_install_build(b: Builder, module: str, version: str, pkgs: list[str],
-                     **kw) -> Path:
-    """Build packages of a module that builds as a plain dependency."""
-    b.wrapper({module: version})
+                     also_require: dict[str, str] | None = None, **kw) -> Path:
+    """Build packages of a module that builds as a plain dependency.
+
+    also_require raises a dependency to a newer version (minimal version
+    selection keeps the higher one), for a version the proxy does not serve.
+    """
+    b.wrapper({module: version, **(also_require or {})})
     (b.work / "tools.go").write_text(
         "//go:build tools\n\npackage tools\n\nimport (\n"
         + "".join(f'\t_ "{p}"\n' for p in pkgs) + ")\n")
@@ -335,7 +338,11 @@ def build_cni_plugins(b: Builder, version: str) -> list[Path]:
 
 def build_flannel(b: Builder, version: str) -> list[Path]:
     mod = "github.com/flannel-io/flannel"
-    bindir = go_install_build(b, mod, f"v{version}", [mod],
+    # The Go module proxy does not serve the tencentcloud SDK's "common" module
+    # at the version flannel asks for (it is only used by the tencentvpc
+    # backend, never by vxlan); a newer, served release stands in.
+    newer = {"github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common": "v1.3.209"}
+    bindir = go_install_build(b, mod, f"v{version}", [mod], also_require=newer,
                               ldflags=f"-s -w -X {mod}/pkg/version.Version=v{version} "
                                       "-extldflags -static",
                               tags="netgo osusergo", cgo=True)

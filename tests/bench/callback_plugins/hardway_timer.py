@@ -8,7 +8,11 @@ writes to the file named by HARDWAY_TIMER_OUT when the playbook ends.
 
 from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
+import json
+import os
+import time
+
+from ansible.plugins.callback import CallbackBase
 
 DOCUMENTATION = """
 name: hardway_timer
@@ -18,12 +22,6 @@ description: Records how long each task took across all hosts and what changed.
 requirements:
   - HARDWAY_TIMER_OUT set to the output file
 """
-
-import json
-import os
-import time
-
-from ansible.plugins.callback import CallbackBase
 
 
 class CallbackModule(CallbackBase):

@@ -254,9 +254,10 @@ def test_kubectl_port_forward(workload):
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=3) as resp:
                     assert resp.read().decode() == "web-2"
                     break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError(f"port-forward did not answer: {proc.stderr.read() if proc.poll() is not None else ''}")
+                    err = proc.stderr.read() if proc.poll() is not None else ""
+                    raise AssertionError(f"port-forward did not answer: {err}") from exc
                 time.sleep(0.5)
     finally:
         proc.terminate()
