@@ -63,7 +63,7 @@ testbed: setup mirror
 
 molecule: setup mirror
 	@$(PY) tests/testbed/lab.py image
-	cd extensions && molecule test --all
+	molecule test --all
 
 test: setup mirror lint sanity unit integration testbed molecule
 	@echo "test: every suite passed"

@@ -170,10 +170,10 @@ def test_flannel_leases_and_network_config_in_etcd():
 # --------------------------------------------------------------- pod traffic
 def test_pod_reaches_pod_on_other_worker_over_vxlan(workload):
     assert workload["shell-1"]["node"] != workload["web-2"]["node"]
-    out = kubectl("-n", NS, "exec", "shell-1", "--", "wget", "-q", "-T", "5", "-O", "-",
+    out = kubectl("-n", NS, "exec", "shell-1", "--", "wget", "-q", "-O", "-",
                   f"http://{workload['web-2']['ip']}:8080/hostname")
     assert out.strip() == "web-2"
-    out = kubectl("-n", NS, "exec", "shell-2", "--", "wget", "-q", "-T", "5", "-O", "-",
+    out = kubectl("-n", NS, "exec", "shell-2", "--", "wget", "-q", "-O", "-",
                   f"http://{workload['web-1']['ip']}:8080/hostname")
     assert out.strip() == "web-1"
 
@@ -216,7 +216,7 @@ def test_dns_resolves_test_service(workload):
     out = nslookup("shell-2", f"web.{NS}.svc.cluster.local")
     assert f"Address: {workload['service_ip']}" in out.split("Name:", 1)[1]
     # and the short name through the pod's search path
-    out = kubectl("-n", NS, "exec", "shell-1", "--", "wget", "-q", "-T", "5", "-O", "-", "http://web/hostname")
+    out = kubectl("-n", NS, "exec", "shell-1", "--", "wget", "-q", "-O", "-", "http://web/hostname")
     assert out.strip() in ("web-1", "web-2")
 
 
