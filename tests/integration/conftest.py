@@ -453,7 +453,10 @@ def apiserver(apiserver_binary, etcd, pki, tmp_path_factory):
     """kube-apiserver on 127.0.0.1 (no kubelet, no controllers): yields its URL and an admin client."""
     work = tmp_path_factory.mktemp('apiserver')
     port = free_port()
-    p = lambda name: os.path.join(pki, name)  # noqa: E731
+
+    def p(name):
+        return os.path.join(pki, name)
+
     argv = [
         apiserver_binary,
         f'--etcd-servers={etcd["url"]}',

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Lab hosts for hardway.kubernetes: Debian 12 containers with systemd as PID 1.
 
     lab.py docker                  start dockerd if no engine answers
@@ -48,6 +47,7 @@ def network_of(prefix: str) -> tuple[str, str]:
         raise SystemExit(f"lab: unknown lab set {prefix!r}; known: {', '.join(LAB_SETS)}")
     return f"hardway-{prefix}", f"172.29.{LAB_SETS[prefix]}"
 
+
 # Kernel settings outside the network namespace are shared with this machine;
 # kubelet writes these ones. They are recorded before the lab starts and put
 # back when it is torn down.
@@ -75,7 +75,7 @@ def log(msg: str) -> None:
 
 
 def sh(cmd: list[str], check: bool = True, capture: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, text=True, capture_output=capture, **kw)
+    proc = subprocess.run(cmd, text=True, capture_output=capture, check=False, **kw)
     if check and proc.returncode != 0:
         err = (proc.stderr or "").strip()
         raise SystemExit(f"lab: `{' '.join(cmd[:4])}` failed ({proc.returncode}): {err}")
@@ -100,7 +100,7 @@ def ensure_docker() -> None:
     LAB.mkdir(parents=True, exist_ok=True)
     with open(LAB / "dockerd.log", "ab") as out:
         subprocess.Popen(["dockerd"], stdout=out, stderr=out, start_new_session=True)
-    for _ in range(60):
+    for _attempt in range(60):
         if docker_ok():
             return
         time.sleep(1)
@@ -167,7 +167,7 @@ def customise_rootfs(root: Path) -> None:
 
 
 def host_names(workers: int, prefix: str) -> list[tuple[str, str]]:
-    _, net = network_of(prefix)
+    net = network_of(prefix)[1]
     hosts = [(f"{prefix}-cp1", f"{net}.11")]
     hosts += [(f"{prefix}-w{i}", f"{net}.{20 + i}") for i in range(1, workers + 1)]
     return hosts
@@ -247,7 +247,7 @@ def up(workers: int, prefix: str) -> list[tuple[str, str]]:
         sh(["docker", "run", "-d", "--name", name, "--hostname", name,
             "--network", network, "--ip", ip, "--label", "hardway.lab=1",
             *RUN_OPTS, tag])
-    for name, _ in hosts:
+    for name, _ip in hosts:
         state = wait_booted(name)
         log(f"{name}: {state}")
     return hosts

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Offline artifact mirror for hardway.kubernetes.
 
 Builds every component the collection deploys from source, with the ordinary
@@ -97,7 +96,7 @@ class Builder:
         self.log.flush()
         proc = subprocess.run(
             cmd, cwd=cwd or self.work, env=env or go_env(), text=True,
-            stdout=subprocess.PIPE if capture else self.log, stderr=self.log,
+            stdout=subprocess.PIPE if capture else self.log, stderr=self.log, check=False,
         )
         if proc.returncode != 0:
             raise BuildError(
@@ -231,7 +230,7 @@ def k8s_wrapper(b: Builder, version: str) -> Path:
 
 
 def k8s_ldflags(version: str) -> str:
-    major, minor, _ = version.split(".")
+    major, minor, _patch = version.split(".")
     stamp = {
         "gitVersion": f"v{version}", "gitMajor": major, "gitMinor": minor,
         "gitCommit": "0" * 40, "gitTreeState": "clean",
@@ -442,7 +441,7 @@ def image_archive(dest: Path, ref: str, files: dict[str, tuple[Path, int]],
 
 
 def build_pause(b: Builder, version: str) -> list[Path]:
-    pins, _ = load_versions()
+    pins = load_versions()[0]
     k8s = b.module_dir("k8s.io/kubernetes", f"v{pins['kubernetes']}")
     b.work.mkdir(parents=True, exist_ok=True)
     src = k8s / "build" / "pause" / "linux" / "pause.c"
@@ -455,7 +454,7 @@ def build_pause(b: Builder, version: str) -> list[Path]:
 
 
 def build_agnhost(b: Builder, version: str) -> list[Path]:
-    pins, _ = load_versions()
+    pins = load_versions()[0]
     k8s_wrapper(b, pins["kubernetes"])
     bindir = b.work / "bin"
     b.build(["k8s.io/kubernetes/test/images/agnhost"], bindir)
@@ -520,7 +519,7 @@ DERIVED = {"coredns_image": ("coredns", build_coredns_image)}
 
 def k8s_binary(name: str) -> Path:
     """Path of a Kubernetes binary of the pinned version in the mirror."""
-    pins, _ = load_versions()
+    pins = load_versions()[0]
     return MIRROR / "dl.k8s.io" / "release" / f"v{pins['kubernetes']}" / "bin" / "linux" / ARCH / name
 
 
@@ -532,7 +531,7 @@ def resolve(requests: list[str]) -> list[tuple[str, str, Callable]]:
         requests = names
     plan = []
     for req in requests:
-        name, _, version = req.partition("@")
+        name, _sep, version = req.partition("@")
         if name in DERIVED:
             base, fn = DERIVED[name]
         elif name in COMPONENTS:
@@ -624,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "verify":
         return cmd_verify()
     if args.cmd == "list":
-        pins, _ = load_versions()
+        pins = load_versions()[0]
         for name in list(COMPONENTS) + list(DERIVED):
             base = DERIVED[name][0] if name in DERIVED else name
             print(f"{name} {pins[base]}")

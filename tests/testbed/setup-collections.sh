@@ -4,7 +4,8 @@
 # ansible.posix, community.docker and community.crypto come from the `ansible`
 # package in the virtualenv (Galaxy is not reachable from here).
 set -euo pipefail
-venv=$1 collections=$2
+# $1 is the virtualenv (the Makefile passes it; nothing here needs it).
+collections=$2
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$collections/ansible_collections/hardway"
 link="$collections/ansible_collections/hardway/kubernetes"

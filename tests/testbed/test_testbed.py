@@ -24,7 +24,7 @@ G = mirror.gh_dir
 
 
 def run(*cmd: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
 
 
 def extract(archive: Path, member: str, dest: Path) -> Path:
@@ -145,7 +145,7 @@ def test_lab_host_boots_to_running(hosts):
 
 
 def test_lab_network_is_internal():
-    network, _ = lab.network_of(SET)
+    network = lab.network_of(SET)[0]
     out = run("docker", "network", "inspect", "-f", "{{.Internal}}", network).stdout.strip()
     assert out == "true"
 
@@ -180,11 +180,11 @@ def test_images_run_in_containerd_on_a_lab_host(hosts, tmp_path):
           agnhost, "web", "/agnhost", "netexec", "--http-port=8080")
     address = hosts[first]
     out = ""
-    for _ in range(30):
+    for _attempt in range(30):
         out = dexec(second, "curl", "-s", "-m", "2", f"http://{address}:8080/hostname", check=False)
         if out:
             break
-        subprocess.run(["sleep", "0.5"])
+        subprocess.run(["sleep", "0.5"], check=False)
     assert out.strip() == first
     tasks = dexec(first, "ctr", "-n", "k8s.io", "tasks", "ls")
     assert "pause1" in tasks and "RUNNING" in tasks

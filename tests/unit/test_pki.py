@@ -90,7 +90,7 @@ def test_creates_everything_with_modes(tmp_path):
         'service-account.pub': 0o644,
         'service-account-key.pem': 0o600,
     }
-    assert {n: m for n, (_, _, m, _) in snapshot(path).items()} == expected
+    assert {n: m for n, (_inode, _mtime, m, _content) in snapshot(path).items()} == expected
     results = pki.results()
     assert results['authorities']['ca']['action'] == 'created'
     assert results['certificates']['admin'] == {
@@ -269,7 +269,7 @@ def test_unreadable_certificate(pkidir):
 
 
 def test_missing_key_makes_a_new_one(pkidir):
-    result, _, key_after = reissue(pkidir, lambda d: (d / 'admin-key.pem').unlink())
+    result, _key_before, key_after = reissue(pkidir, lambda d: (d / 'admin-key.pem').unlink())
     assert (result['action'], result['reason']) == ('reissued', 'key missing')
     assert P.key_matches_cert(P.load_private_key(key_after)[0], load_cert(pkidir / 'admin.pem'))
     assert stat.S_IMODE(os.stat(pkidir / 'admin-key.pem').st_mode) == 0o600
@@ -292,7 +292,7 @@ def test_key_type_change(pkidir):
 
 def test_key_not_matching_certificate_keeps_the_key(pkidir):
     other = P.key_pem(P.KeySpec('ecdsa', 256).generate())
-    result, _, key_after = reissue(pkidir, lambda d: (d / 'admin-key.pem').write_bytes(other))
+    result, _key_before, key_after = reissue(pkidir, lambda d: (d / 'admin-key.pem').write_bytes(other))
     assert result['reason'] == 'key does not match certificate'
     assert key_after == other
     assert P.key_matches_cert(P.load_private_key(other)[0], load_cert(pkidir / 'admin.pem'))
@@ -306,7 +306,7 @@ def test_common_name_change(pkidir):
 
 def test_organization_change(pkidir):
     admin = dict(ADMIN, organization=['system:masters', 'ops'])
-    result, _, _ = reissue(pkidir, certificates=[admin, API])
+    result, _key_before, _key_after = reissue(pkidir, certificates=[admin, API])
     assert result['reason'] == 'organization is [system:masters], want [system:masters, ops]'
     assert sorted(P.subject_values(load_cert(pkidir / 'admin.pem'), P.NameOID.ORGANIZATION_NAME)) == [
         'ops',
@@ -327,7 +327,7 @@ def test_san_change(pkidir):
 
 
 def test_usage_change(pkidir):
-    result, _, _ = reissue(pkidir, certificates=[dict(ADMIN, usage=['server', 'client']), API])
+    result, _key_before, _key_after = reissue(pkidir, certificates=[dict(ADMIN, usage=['server', 'client']), API])
     assert result['reason'] == 'usage is [client], want [client, server]'
     assert P.cert_usage(load_cert(pkidir / 'admin.pem')) == ['client', 'server']
 
@@ -335,7 +335,7 @@ def test_usage_change(pkidir):
 def test_signed_by_another_ca(pkidir, tmp_path):
     other = tmp_path / 'other'
     run(other, authorities=[dict(CA, common_name='Test CA')], certificates=[ADMIN], keypairs=[])
-    result, _, _ = reissue(pkidir, lambda d: shutil.copy(other / 'admin.pem', d / 'admin.pem'))
+    result, _key_before, _key_after = reissue(pkidir, lambda d: shutil.copy(other / 'admin.pem', d / 'admin.pem'))
     # the key in the directory does not match the copied certificate either
     assert result['reason'] == 'key does not match certificate; ' + P.NOT_SIGNED
 
@@ -348,7 +348,7 @@ def test_signed_by_another_ca_with_same_key(pkidir, tmp_path):
     key = P.load_private_key((pkidir / 'admin-key.pem').read_bytes())[0]
     spec = P.normalize_certificate(dict(ADMIN), 0, {'ca'})
     (pkidir / 'admin.pem').write_bytes(P.cert_pem(signer.issue(spec, key, datetime.datetime.now(P.UTC))))
-    result, _, _ = reissue(pkidir)
+    result, _key_before, _key_after = reissue(pkidir)
     assert result['reason'] == P.NOT_SIGNED
 
 
@@ -371,7 +371,7 @@ def test_expired(pkidir):
 
 def test_several_reasons_are_joined(pkidir):
     admin = dict(ADMIN, common_name='x', organization=[], usage=['server'])
-    result, _, _ = reissue(pkidir, certificates=[admin, API])
+    result, _key_before, _key_after = reissue(pkidir, certificates=[admin, API])
     assert result['reason'] == (
         'common name is [admin], want x; organization is [system:masters], want []; '
         'usage is [client], want [server]'
@@ -444,8 +444,8 @@ def test_regenerate_replaces_broken_ca_and_reissues_its_certificates(pkidir):
     pki = run(pkidir, regenerate_authorities=True)
     assert actions(pki, 'authorities')['ca'][0] == 'reissued'
     assert (pkidir / 'ca.pem').read_bytes() != old_ca
-    assert {a for a, _ in actions(pki).values()} == {'reissued'}
-    assert {r for _, r in actions(pki).values()} == {P.NOT_SIGNED}
+    assert {a for a, _reason in actions(pki).values()} == {'reissued'}
+    assert {r for _action, r in actions(pki).values()} == {P.NOT_SIGNED}
     assert actions(pki, 'keypairs')['service-account'][0] == 'unchanged'
     ca = load_cert(pkidir / 'ca.pem')
     assert P.signed_by(load_cert(pkidir / 'admin.pem'), ca)
