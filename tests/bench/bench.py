@@ -218,6 +218,7 @@ def settings() -> dict:
     except (json.JSONDecodeError, TypeError):
         pass
     found["fact_gathering"] = "preflight play only: gather_subset [min, default_ipv4]"
+    found["site_yml_strategy"] = "free for the etcd/control-plane/node play, linear for the others"
     found["cores"] = os.cpu_count()
     return found
 
@@ -286,7 +287,10 @@ def print_table(r: dict) -> None:
         else:
             rows.append((f"cold converge, {w} workers (s)", v["seconds"], "", "" if v["rc"] == 0 else "FAILED"))
     s = r["settings"]
-    rows.append(("settings", f"forks={s['forks']} pipelining={s['pipelining']} strategy={s['strategy']}", "", ""))
+    rows.append(("settings", f"forks={s['forks']} pipelining={s['pipelining']} default strategy={s['strategy']}",
+                 "", ""))
+    rows.append(("", s["site_yml_strategy"], "", ""))
+    rows.append(("", f"facts: {s['fact_gathering']}", "", ""))
     rows.append(("cores", s["cores"], "", ""))
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
     for row in rows:
