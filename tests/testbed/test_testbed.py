@@ -76,7 +76,10 @@ def test_every_binary_reports_its_pinned_version(tmp_path):
 
 def test_every_checksum_verifies():
     files = mirror.checksum_files()
-    assert len(files) >= 20
+    # one per Kubernetes binary, one per release archive or binary of the
+    # eight other components, one per image archive
+    images = ["pause", "agnhost", "coredns", "busybox"]
+    assert len(files) == len(mirror.K8S_CMDS) + 8 + len(images)
     assert mirror.cmd_verify() == 0
 
 
