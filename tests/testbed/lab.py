@@ -53,7 +53,12 @@ def network_of(prefix: str) -> tuple[str, str]:
 # back when it is torn down.
 GLOBAL_SYSCTLS = ["vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic",
                   "kernel.panic_on_oops", "kernel.keys.root_maxkeys",
-                  "kernel.keys.root_maxbytes", "net.netfilter.nf_conntrack_max"]
+                  "kernel.keys.root_maxbytes", "net.netfilter.nf_conntrack_max",
+                  "fs.inotify.max_user_instances", "fs.inotify.max_user_watches"]
+# All lab hosts' systemd, containerd and kubelet share this machine's inotify
+# limits (one user: root). 128 instances run out at about eight nodes, so the
+# lab raises them while it runs (restored by `down` with the rest).
+LAB_MINIMUM_SYSCTLS = {"fs.inotify.max_user_instances": 1024, "fs.inotify.max_user_watches": 524288}
 SYSCTL_FILE = LAB / "sysctl-saved.json"
 
 RUN_OPTS = [
@@ -190,6 +195,14 @@ def save_sysctls() -> None:
     log(f"recorded host sysctls in {SYSCTL_FILE}")
 
 
+def raise_lab_limits() -> None:
+    for key, minimum in LAB_MINIMUM_SYSCTLS.items():
+        current = read_sysctl(key)
+        if current is not None and int(current) < minimum:
+            (Path("/proc/sys") / key.replace(".", "/")).write_text(str(minimum))
+            log(f"raised {key} from {current} to {minimum} while the lab runs")
+
+
 def restore_sysctls() -> None:
     if not SYSCTL_FILE.exists():
         return
@@ -238,6 +251,7 @@ def up(workers: int, prefix: str) -> list[tuple[str, str]]:
     tag = ensure_image()
     network = ensure_network(prefix)
     save_sysctls()
+    raise_lab_limits()
     hosts = host_names(workers, prefix)
     existing = set(running_hosts(prefix))
     for name, ip in hosts:
