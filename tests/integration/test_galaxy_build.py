@@ -30,7 +30,7 @@ def installed(tmp_path_factory):
 
 
 def test_tarball_leaves_out_the_test_bed(installed):
-    tarball, _ = installed
+    tarball = installed[0]
     with tarfile.open(tarball) as tar:
         names = tar.getnames()
     assert "roles/kubelet/tasks/main.yml" in names
@@ -41,7 +41,7 @@ def test_tarball_leaves_out_the_test_bed(installed):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_ansible_doc_shows_module_from_the_installed_collection(installed, module):
-    _, target = installed
+    target = installed[1]
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(target))
     for name in ("PYTHONPATH", "ANSIBLE_CONFIG"):
         env.pop(name, None)
@@ -55,6 +55,6 @@ def test_ansible_doc_shows_module_from_the_installed_collection(installed, modul
 
 
 def test_site_playbook_is_reachable_by_its_collection_name(installed):
-    _, target = installed
+    target = installed[1]
     site = target / "ansible_collections" / "hardway" / "kubernetes" / "playbooks" / "site.yml"
     assert site.exists()
