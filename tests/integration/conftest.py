@@ -23,6 +23,11 @@ import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The helpers shared with the unit tests (running modules through the ansible CLI) live there.
+sys.path.insert(0, os.path.join(REPO, 'tests', 'unit'))
+
+from hardway_testlib import ansible_cli, collections_path, run_adhoc  # noqa: E402
+
 CACHE = os.environ.get('HARDWAY_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'hardway')
 MIRROR = os.path.join(CACHE, 'mirror')
 MODULES = 'ansible_collections.hardway.kubernetes.plugins.modules.'
@@ -59,16 +64,6 @@ def tail(path, lines=40):
 
 # --------------------------------------------------------------------------
 # Running the modules
-
-
-def collections_path():
-    """ANSIBLE_COLLECTIONS_PATH-style directory for this checkout (holds ansible_collections/hardway/...)."""
-    import ansible_collections.hardway.kubernetes as coll
-
-    for entry in list(coll.__path__):
-        if os.path.realpath(entry) == os.path.realpath(REPO):
-            return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(entry))))
-    raise AssertionError(f'ansible_collections.hardway.kubernetes is not importable from {REPO}')
 
 
 def module_command(name, args, check=False, diff=False):
@@ -160,44 +155,13 @@ def old_python():
 def ansible_adhoc(tmp_path_factory):
     """ansible_adhoc(module, args, python=None, check=False) -> (rc, result): the ansible command line
     runs hardway.kubernetes.<module> on localhost, as on a managed host with that Python."""
-    cli = os.path.join(os.path.dirname(sys.executable), 'ansible')
-    if not os.path.exists(cli):
-        cli = shutil.which('ansible')
-    assert cli, 'the ansible command line is not installed'
+    assert ansible_cli(), 'the ansible command line is not installed'
     home = tmp_path_factory.mktemp('ansible-home')
-    (home / 'ansible.cfg').write_text('[defaults]\n')
 
     def run(name, args, python=None, check=False):
-        env = dict(
-            os.environ,
-            ANSIBLE_COLLECTIONS_PATH=collections_path(),
-            ANSIBLE_CONFIG=str(home / 'ansible.cfg'),
-            ANSIBLE_HOME=str(home),
-            ANSIBLE_CALLBACK_RESULT_FORMAT='json',
-            ANSIBLE_NOCOLOR='1',
-            ANSIBLE_LOCALHOST_WARNING='0',
-            ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
-            ANSIBLE_PYTHON_INTERPRETER=python or sys.executable,
-        )
-        env.pop('PYTHONPATH', None)  # the module must bring everything it needs
-        cmd = [
-            cli,
-            'localhost',
-            '-i',
-            'localhost,',
-            '-c',
-            'local',
-            '-m',
-            f'hardway.kubernetes.{name}',
-            '-a',
-            json.dumps(args),
-        ] + (['--check'] if check else [])
-        proc = subprocess.run(
-            cmd, env=env, cwd=str(home), capture_output=True, text=True, timeout=120, check=False
-        )
-        marker = proc.stdout.find(' => {')
-        assert marker >= 0, f'unexpected ansible output (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}'
-        return proc.returncode, json.loads(proc.stdout[marker + 4 :])
+        # no PYTHONPATH: the module must bring everything it needs
+        rc, result, _ = run_adhoc(name, args, home, check=check, python=python, pythonpath=False)
+        return rc, result
 
     return run
 

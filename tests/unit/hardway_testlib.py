@@ -1,7 +1,8 @@
-"""Helpers for the unit tests: run modules in-process, in a subprocess, or through the ansible CLI.
+"""Helpers for the tests: run modules in-process, in a subprocess, or through the ansible CLI.
 
 A uniquely named module rather than conftest.py, so that test files can import it even when
 pytest has loaded several conftest.py files (which all share the module name ``conftest``).
+tests/unit/conftest.py and tests/integration/conftest.py put this directory on sys.path.
 """
 
 from __future__ import annotations
@@ -96,8 +97,17 @@ def ansible_cli(tool='ansible'):
     return shutil.which(tool)
 
 
-def run_adhoc(module, args, tmp_path, check=False, diff=False):
-    """Run ``ansible localhost -m hardway.kubernetes.<module>`` and return (rc, result dict, output)."""
+def run_adhoc(module, args, workdir, check=False, diff=False, python=None, pythonpath=True, timeout=120):
+    """Run ``ansible localhost -m <module> -a <args as JSON>``; returns (rc, result dict, output).
+
+    The one helper for running a module through the ansible command line, for the unit and the
+    integration tests. ``module`` without a dot means ``hardway.kubernetes.<module>``. ``workdir``
+    (a pathlib.Path) is the working directory and holds an empty ansible.cfg and ANSIBLE_HOME, so
+    neither the repository's nor the user's configuration applies. ``python`` is the managed host's
+    interpreter (default: this one). With ``pythonpath=False`` the run gets no PYTHONPATH: the
+    collection is found through ANSIBLE_COLLECTIONS_PATH only, and a module must bring everything
+    it needs. Skips the test when the ansible command line is not installed next to this Python.
+    """
     cli = ansible_cli()
     if not cli:
         pytest.skip('the ansible command line is not installed next to this Python')
@@ -110,29 +120,21 @@ def run_adhoc(module, args, tmp_path, check=False, diff=False):
         ANSIBLE_LOCALHOST_WARNING='0',
         ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
         ANSIBLE_NOCOLOR='1',
-        ANSIBLE_HOME=str(tmp_path / '.ansible'),
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_CONFIG=str(tmp_path / 'ansible.cfg'),
+        ANSIBLE_HOME=str(workdir / '.ansible'),
+        ANSIBLE_PYTHON_INTERPRETER=python or sys.executable,
+        ANSIBLE_CONFIG=str(workdir / 'ansible.cfg'),
     )
-    (tmp_path / 'ansible.cfg').write_text('[defaults]\n')
-    cmd = [
-        cli,
-        'localhost',
-        '-i',
-        'localhost,',
-        '-c',
-        'local',
-        '-m',
-        f'hardway.kubernetes.{module}',
-        '-a',
-        json.dumps(args),
-    ]
+    if not pythonpath:
+        env.pop('PYTHONPATH', None)
+    (workdir / 'ansible.cfg').write_text('[defaults]\n')
+    name = module if '.' in module else f'hardway.kubernetes.{module}'
+    cmd = [cli, 'localhost', '-i', 'localhost,', '-c', 'local', '-m', name, '-a', json.dumps(args)]
     if check:
         cmd.append('--check')
     if diff:
         cmd.append('--diff')
     proc = subprocess.run(
-        cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120, check=False
+        cmd, env=env, cwd=str(workdir), capture_output=True, text=True, timeout=timeout, check=False
     )
     # The default callback prints "localhost | CHANGED => {...}" (after the diff, if any).
     marker = re.search(r'^localhost \| [A-Z]+! => ', proc.stdout, re.M) or re.search(
