@@ -2,17 +2,21 @@
 # Apache License 2.0 (see LICENSE)
 """Action plugin of hardway.kubernetes.install_files: many files to a host in one task.
 
-Per host: hash every source on the controller (big files through a sidecar
-cache), run the module once to compare (``phase: inspect``), transfer only
-the sources whose content differs (small ones together in one tar archive),
-and run the module once more to install them and fix modes and owners
-(``phase: apply``). Nothing is transferred or applied in check mode, and the
-second module run is skipped when everything is up to date.
+Per host: hash every source (a controller file, or content given in the
+task) on the controller, big files through a sidecar cache; run the module
+once to compare files and directories (``phase: inspect``); transfer only
+the sources whose content differs (small ones together in one tar archive);
+and run the module once more to create directories, install the files and
+fix modes and owners (``phase: apply``). Nothing is transferred or applied in
+check mode, and the second module run is skipped when everything is up to
+date.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 
 from ansible import constants as C
@@ -36,10 +40,24 @@ MODULE = 'hardway.kubernetes.install_files'
 # What a task may give; the module's other options are set here.
 ARGUMENT_SPEC = {
     'files': {
-        'type': 'list', 'elements': 'dict', 'required': True,
+        'type': 'list', 'elements': 'dict', 'default': [],
         'options': {
-            'src': {'type': 'path', 'required': True},
+            'src': {'type': 'path'},
+            'content': {'type': 'str'},
             'dest': {'type': 'str', 'required': True},
+            'mode': {'type': 'raw', 'required': True},
+            'owner': {'type': 'str', 'default': 'root'},
+            'group': {'type': 'str', 'default': 'root'},
+            'diff': {'type': 'bool', 'default': True},
+        },
+        'mutually_exclusive': [['src', 'content']],
+        'required_one_of': [['src', 'content']],
+    },
+    'digest_cache': {'type': 'str'},
+    'directories': {
+        'type': 'list', 'elements': 'dict', 'default': [],
+        'options': {
+            'path': {'type': 'str', 'required': True},
             'mode': {'type': 'raw', 'required': True},
             'owner': {'type': 'str', 'default': 'root'},
             'group': {'type': 'str', 'default': 'root'},
@@ -67,36 +85,54 @@ class ActionModule(ActionBase):
 
     # ------------------------------------------------------------ steps
 
-    def _prepare(self, files):
-        """Find and hash every source; returns the items, or raises InstallError naming the bad one."""
+    def _prepare(self, files, text_diff):
+        """Find and hash every source; returns the items, or raises InstallError naming the bad one.
+
+        An item's ``key`` names its source (a controller path, or the digest
+        of its content) so that a source listed twice is transferred once.
+        """
         items = []
         hashed = {}  # a source listed for several destinations is hashed once
         for index, item in enumerate(files):
-            label = 'files[%d] (src=%s, dest=%s)' % (index, item['src'], item['dest'])
-            try:
-                src = self._find_needle('files', item['src'])
-            except AnsibleError:
-                raise InstallError('%s: src not found on the controller' % label) from None
-            if src not in hashed:
+            content = item['content']
+            src = None
+            if content is None:
+                label = 'files[%d] (src=%s, dest=%s)' % (index, item['src'], item['dest'])
                 try:
-                    hashed[src] = (source_sha256(src), os.path.getsize(src))
-                except InstallError as exc:
-                    raise InstallError('%s: %s' % (label, exc)) from None
-                except OSError as exc:
-                    raise InstallError('%s: cannot read src %s: %s' % (label, src, exc.strerror or exc)) from None
+                    src = self._find_needle('files', item['src'])
+                except AnsibleError:
+                    raise InstallError('%s: src not found on the controller' % label) from None
+                if src not in hashed:
+                    try:
+                        hashed[src] = (source_sha256(src), os.path.getsize(src))
+                    except InstallError as exc:
+                        raise InstallError('%s: %s' % (label, exc)) from None
+                    except OSError as exc:
+                        raise InstallError('%s: cannot read src %s: %s' % (label, src, exc.strerror or exc)) from None
+                digest, size = hashed[src]
+                key, data = src, None
+            else:
+                label = 'files[%d] (content, dest=%s)' % (index, item['dest'])
+                data = content.encode('utf-8')
+                digest, size = hashlib.sha256(data).hexdigest(), len(data)
+                key = 'content:' + digest
             try:
                 mode = format_mode(parse_mode(item['mode']))
             except ValueError as exc:
                 raise InstallError('%s: %s' % (label, exc)) from None
-            items.append({
-                'module': {'src': src, 'dest': item['dest'], 'mode': mode, 'owner': item['owner'],
-                           'group': item['group'], 'sha256': hashed[src][0]},
-                'size': hashed[src][1],
-            })
+            module = {'src': src, 'dest': item['dest'], 'mode': mode, 'owner': item['owner'],
+                      'group': item['group'], 'sha256': digest}
+            show_text = text_diff and data is not None and item['diff']
+            if show_text:
+                module['text_diff'] = True
+            items.append({'module': module, 'size': size, 'key': key, 'data': data,
+                          'text': content if show_text else None})
         return items
 
-    def _module(self, phase, files, task_vars, bundle=None):
-        args = {'phase': phase, 'files': files}
+    def _module(self, phase, files, directories, task_vars, bundle=None):
+        args = {'phase': phase, 'files': files, 'directories': directories}
+        if self._digest_cache is not None:
+            args['digest_cache'] = self._digest_cache
         if bundle:
             args['bundle'] = bundle
         return self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
@@ -108,54 +144,66 @@ class ActionModule(ActionBase):
         """
         shell = self._connection._shell
         tmpdir = shell.tmpdir or self._make_tmp_path()
-        first = {}  # source -> index of its first item, which names the remote copy
+        first = {}  # source key -> index of its first item, which names the remote copy
         for i in indexes:
-            first.setdefault(items[i]['module']['src'], i)
-        remote = {i: shell.join_path(tmpdir, 'file%d' % first[items[i]['module']['src']]) for i in indexes}
+            first.setdefault(items[i]['key'], i)
+        remote = {i: shell.join_path(tmpdir, 'file%d' % first[items[i]['key']]) for i in indexes}
         sources = sorted(first.values())
-        small = [i for i in sources if items[i]['size'] <= BUNDLE_MAX_SIZE]
-        if len(small) < 2 or self._is_become_unprivileged():
-            small = []
-        bundle = None
-        if small:
-            bundle = shell.join_path(tmpdir, 'bundle.tar')
-            fd, local = tempfile.mkstemp(prefix='install_files-', suffix='.tar', dir=C.DEFAULT_LOCAL_TMP)
-            os.close(fd)
-            try:
-                pack_bundle(local, [('file%d' % i, items[i]['module']['src']) for i in small])
-                self._transfer_file(local, bundle)
-            finally:
-                os.unlink(local)
-        singles = [remote[i] for i in sources if i not in small]
-        for i in sources:
-            if i not in small:
-                self._transfer_file(items[i]['module']['src'], remote[i])
+        local_dir = tempfile.mkdtemp(prefix='install_files-', dir=C.DEFAULT_LOCAL_TMP)
+        try:
+            local = {}
+            for i in sources:  # content given in the task goes through a local file like any source
+                if items[i]['data'] is None:
+                    local[i] = items[i]['module']['src']
+                else:
+                    local[i] = os.path.join(local_dir, 'file%d' % i)
+                    with open(local[i], 'wb') as handle:
+                        handle.write(items[i]['data'])
+            small = [i for i in sources if items[i]['size'] <= BUNDLE_MAX_SIZE]
+            if len(small) < 2 or self._is_become_unprivileged():
+                small = []
+            bundle = None
+            if small:
+                bundle = shell.join_path(tmpdir, 'bundle.tar')
+                archive = os.path.join(local_dir, 'bundle.tar')
+                pack_bundle(archive, [('file%d' % i, local[i]) for i in small])
+                self._transfer_file(archive, bundle)
+            singles = [remote[i] for i in sources if i not in small]
+            for i in sources:
+                if i not in small:
+                    self._transfer_file(local[i], remote[i])
+        finally:
+            shutil.rmtree(local_dir, ignore_errors=True)
         self._fixup_perms2([tmpdir] + ([bundle] if bundle else []) + singles, execute=False)
         return remote, bundle
 
     def _run(self, result, task_vars):
         args = self.validate_argument_spec(ARGUMENT_SPEC)[1]
+        self._digest_cache = args['digest_cache']
         try:
-            items = self._prepare(args['files'])
+            items = self._prepare(args['files'], text_diff=bool(self._task.diff))
+            directories = [self._directory(index, item) for index, item in enumerate(args['directories'])]
         except InstallError as exc:
             result.update(failed=True, msg=str(exc))
             return result
-        if not items:
-            result.update(changed=False, files=[])
+        if not items and not directories:
+            result.update(changed=False, files=[], directories=[])
             return result
 
-        inspected = self._module('inspect', [item['module'] for item in items], task_vars)
+        inspected = self._module('inspect', [item['module'] for item in items], directories, task_vars)
         self._carry(result, inspected)
         if inspected.get('failed'):
             self._failure(result, inspected, 'inspecting the files failed')
             return result
-        found = inspected['files']
-        if len(found) != len(items):
-            result.update(failed=True, msg='the module returned %d results for %d files' % (len(found), len(items)))
+        found, found_dirs = inspected['files'], inspected['directories']
+        if len(found) != len(items) or len(found_dirs) != len(directories):
+            result.update(failed=True, msg='the module returned %d results for %d files and %d directories'
+                          % (len(found) + len(found_dirs), len(items), len(directories)))
             return result
 
         changed = [i for i, entry in enumerate(found) if entry['reasons']]
-        if changed and not self._task.check_mode:
+        changed_dirs = [i for i, entry in enumerate(found_dirs) if entry['reasons']]
+        if (changed or changed_dirs) and not self._task.check_mode:
             transfer = [i for i in changed if found[i]['reasons'][0] in CONTENT_REASONS]
             remote, bundle = self._transfer(items, transfer) if transfer else ({}, None)
             apply_files = []
@@ -164,18 +212,31 @@ class ActionModule(ActionBase):
                 if i in remote:
                     entry['tmp_src'] = remote[i]
                 apply_files.append(entry)
-            applied = self._module('apply', apply_files, task_vars, bundle=bundle)
+            applied = self._module('apply', apply_files, [directories[i] for i in changed_dirs], task_vars,
+                                   bundle=bundle)
             self._carry(result, applied)
             if applied.get('failed'):
                 done = len(applied.get('files') or [])
+                done_dirs = len(applied.get('directories') or [])
                 self._failure(result, applied, 'installing the files failed')
-                result.update(changed=done > 0, files=self._outcomes(items, found, changed[:done]))
+                result.update(changed=done + done_dirs > 0, files=self._outcomes(items, found, changed[:done]),
+                              directories=self._dir_outcomes(found_dirs, changed_dirs[:done_dirs]))
                 return result
 
-        result.update(changed=bool(changed), files=self._outcomes(items, found, changed))
-        if changed and self._task.diff:
-            result['diff'] = self._diff(items, found, changed)
+        result.update(changed=bool(changed or changed_dirs), files=self._outcomes(items, found, changed),
+                      directories=self._dir_outcomes(found_dirs, changed_dirs))
+        if (changed or changed_dirs) and self._task.diff:
+            result['diff'] = self._diff(items, found, changed, directories, found_dirs, changed_dirs)
         return result
+
+    @staticmethod
+    def _directory(index, item):
+        label = 'directories[%d] (%s)' % (index, item['path'])
+        try:
+            mode = format_mode(parse_mode(item['mode']))
+        except ValueError as exc:
+            raise InstallError('%s: %s' % (label, exc)) from None
+        return {'path': item['path'], 'mode': mode, 'owner': item['owner'], 'group': item['group']}
 
     # ------------------------------------------------------------ results
 
@@ -213,8 +274,23 @@ class ActionModule(ActionBase):
         return outcomes
 
     @staticmethod
-    def _diff(items, found, changed):
+    def _dir_outcomes(found_dirs, changed_dirs):
+        changed_dirs = set(changed_dirs)
+        return [{'path': entry['path'], 'changed': i in changed_dirs,
+                 'reason': entry['reasons'][0] if entry['reasons'] else UP_TO_DATE,
+                 'reasons': list(entry['reasons'])} for i, entry in enumerate(found_dirs)]
+
+    @staticmethod
+    def _diff(items, found, changed, directories, found_dirs, changed_dirs):
+        """A summary of what changes (never a file's content), then a text diff per file given as content."""
         before, after = [], []
+        for i in changed_dirs:
+            entry, wanted = found_dirs[i], directories[i]
+            before.append(summary_line(entry['path'], entry['current']))
+            target = {'state': 'directory', 'mode': wanted['mode'], 'owner': wanted['owner'],
+                      'group': wanted['group']}
+            after.append('%s (%s)' % (summary_line(entry['path'], target), ', '.join(entry['reasons'])))
+        texts = []
         for i in changed:
             entry, wanted = found[i], items[i]['module']
             before.append(summary_line(entry['dest'], entry['current']))
@@ -222,10 +298,15 @@ class ActionModule(ActionBase):
             line = summary_line(entry['dest'], target)
             if 'content' in entry['reasons']:
                 line += ', new content'
+            readable = 'current_text' in entry or entry['current']['state'] == 'absent'
+            if entry['reasons'][0] in CONTENT_REASONS and items[i]['text'] is not None and readable:
+                texts.append({'before_header': entry['dest'], 'after_header': entry['dest'],
+                              'before': to_text(entry.get('current_text', '')), 'after': to_text(items[i]['text'])})
             after.append('%s (%s)' % (line, ', '.join(entry['reasons'])))
-        return {
-            'before_header': 'install_files: %d file(s) before' % len(changed),
+        summary = {
+            'before_header': 'install_files: %d item(s) before' % len(before),
             'after_header': 'install_files: after',
             'before': to_text('\n'.join(before) + '\n'),
             'after': to_text('\n'.join(after) + '\n'),
         }
+        return [summary] + texts

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import grp
 import hashlib
+import json
 import os
 import pwd
 import re
@@ -34,6 +35,10 @@ SIDECAR_SUFFIX = '.sha256cache'
 RACY_NS = 2 * 10 ** 9
 # Changed files up to this size travel together in one tar archive.
 BUNDLE_MAX_SIZE = 1024 * 1024
+# Where the module keeps the digests of big files it installed or hashed on a host.
+DIGEST_CACHE = '/var/cache/hardway/install_files-digests.json'
+# The current content of a file given as text is returned for a diff up to this size.
+TEXT_DIFF_MAX_SIZE = 256 * 1024
 DIR_MODE = 0o755
 SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 
@@ -191,7 +196,30 @@ def normalize_files(files, require_sha256=True):
             'owner': item.get('owner') or 'root',
             'group': item.get('group') or 'root',
             'tmp_src': item.get('tmp_src'),
+            'text_diff': bool(item.get('text_diff')),
         })
+    return result
+
+
+def normalize_directories(directories):
+    """Validate the module's ``directories``; each gets ``index``, ``label`` and ``mode`` as an int."""
+    seen = {}
+    result = []
+    for index, item in enumerate(directories or []):
+        path = item.get('path') or ''
+        label = 'directories[%d] (%s)' % (index, path or 'no path')
+        if not os.path.isabs(path):
+            raise InstallError('%s: path must be absolute' % label)
+        path = os.path.normpath(path)
+        if path in seen:
+            raise InstallError('%s: path is also directories[%d]' % (label, seen[path]))
+        seen[path] = index
+        try:
+            mode = parse_mode(item.get('mode'), option='mode')
+        except ValueError as exc:
+            raise InstallError('%s: %s' % (label, exc)) from None
+        result.append({'index': index, 'label': label, 'path': path, 'mode': mode,
+                       'owner': item.get('owner') or 'root', 'group': item.get('group') or 'root'})
     return result
 
 
@@ -232,6 +260,70 @@ def group_name(gid):
 # ---------------------------------------------------------------- on the host
 
 
+class DigestCache:
+    """Digests of big files on the host, trusted while the file's inode, size, mtime and ctime are unchanged.
+
+    Hashing every installed binary on every run costs seconds of CPU per
+    host. The cache maps a destination to ``[inode, size, mtime_ns,
+    ctime_ns, sha256]``. Any write to the file changes its mtime and ctime,
+    a replacement its inode, and ctime cannot be set back by a user, so a
+    matching entry means the content is the one hashed. Only files bigger
+    than 1 MiB are kept. A missing, unreadable or corrupt cache is simply
+    empty; ``path`` None disables it.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.entries = {}
+        self.dirty = False
+        if not path:
+            return
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            return
+        if isinstance(data, dict) and isinstance(data.get('files'), dict):
+            self.entries = data['files']
+
+    @staticmethod
+    def _key(st):
+        return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+    def get(self, dest, st):
+        entry = self.entries.get(dest)
+        if self.path and isinstance(entry, list) and len(entry) == 5 and entry[:4] == self._key(st) \
+                and isinstance(entry[4], str) and SHA256_RE.match(entry[4]):
+            return entry[4]
+        return None
+
+    def put(self, dest, st, digest):
+        if not self.path:
+            return
+        if st.st_size <= SIDECAR_MIN_SIZE:
+            if self.entries.pop(dest, None) is not None:
+                self.dirty = True
+            return
+        entry = self._key(st) + [digest]
+        if self.entries.get(dest) != entry:
+            self.entries[dest] = entry
+            self.dirty = True
+
+    def save(self):
+        """Write the cache if it changed; a failure only costs hashing again next time."""
+        if not (self.path and self.dirty):
+            return
+        try:
+            make_parents(self.path)
+            data = json.dumps({'files': self.entries}, sort_keys=True).encode()
+            write_atomic(self.path, data, 0o644)
+            self.dirty = False
+        except (OSError, InstallError):
+            pass
+
+
+
+
 def describe(st):
     """What is at a destination now: ``{state, mode, owner, group}`` (state ``absent``, ``file``, ...)."""
     if st is None:
@@ -257,7 +349,7 @@ def _lstat(path):
         return None  # a parent is a file: reported as missing, and the install names the culprit
 
 
-def inspect_file(spec, uid, gid):
+def inspect_file(spec, uid, gid, cache=None):
     """Compare one destination with ``spec``; returns ``{dest, reasons, current}``.
 
     ``reasons`` is a sub-list of :data:`REASONS` (empty when up to date). A
@@ -278,7 +370,12 @@ def inspect_file(spec, uid, gid):
         reasons.append('content')
     else:
         try:
-            if sha256_file(dest) != spec['sha256']:
+            digest = cache.get(dest, st) if cache else None
+            if digest is None:
+                digest = sha256_file(dest)
+                if cache:
+                    cache.put(dest, st, digest)
+            if digest != spec['sha256']:
                 reasons.append('content')
         except OSError as exc:
             raise InstallError('%s: cannot read dest: %s' % (spec['label'], exc.strerror or exc)) from None
@@ -286,7 +383,72 @@ def inspect_file(spec, uid, gid):
             reasons.append('mode')
         if st.st_uid != uid or st.st_gid != gid:
             reasons.append('owner')
-    return {'dest': dest, 'reasons': reasons, 'current': current}
+    result = {'dest': dest, 'reasons': reasons, 'current': current}
+    if spec.get('text_diff') and 'content' in reasons:
+        text = current_text(dest)
+        if text is not None:
+            result['current_text'] = text
+    return result
+
+
+def current_text(path):
+    """The content of the regular file ``path`` as text, for a diff; None if too big or not UTF-8."""
+    try:
+        with open(path, 'rb') as handle:
+            data = handle.read(TEXT_DIFF_MAX_SIZE + 1)
+    except OSError:
+        return None
+    if len(data) > TEXT_DIFF_MAX_SIZE or b'\0' in data:
+        return None
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError:
+        return None
+
+
+def inspect_directory(spec, uid, gid):
+    """Compare one wanted directory with what is there; returns ``{path, reasons, current}``."""
+    path = spec['path']
+    st = _lstat(path)
+    current = describe(st)
+    if st is None:
+        return {'path': path, 'reasons': ['missing'], 'current': current}
+    if not stat.S_ISDIR(st.st_mode):
+        raise InstallError('%s: %s is a %s, not a directory' % (spec['label'], path, current['state']))
+    reasons = []
+    if stat.S_IMODE(st.st_mode) != spec['mode']:
+        reasons.append('mode')
+    if st.st_uid != uid or st.st_gid != gid:
+        reasons.append('owner')
+    return {'path': path, 'reasons': reasons, 'current': current}
+
+
+def ensure_directory(spec, uid, gid):
+    """Create the directory (missing parents get mode 0755) or fix it.
+
+    Returns ``['created']``, or what was fixed on an existing one (``owner``, ``mode``).
+    """
+    path = spec['path']
+    created = False
+    if _lstat(path) is None:
+        make_parents(path)
+        try:
+            os.mkdir(path, spec['mode'])
+            created = True
+        except FileExistsError:
+            pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise InstallError('%s: %s is a %s, not a directory' % (spec['label'], path, describe(st)['state']))
+    fixed = []
+    if st.st_uid != uid or st.st_gid != gid:
+        os.chown(path, uid, gid)
+        fixed.append('owner')
+    if stat.S_IMODE(st.st_mode) != spec['mode'] or fixed or created:
+        os.chmod(path, spec['mode'])  # after chown, and whatever the umask
+        if stat.S_IMODE(st.st_mode) != spec['mode']:
+            fixed.append('mode')
+    return ['created'] if created else fixed
 
 
 def make_parents(path):
@@ -294,7 +456,8 @@ def make_parents(path):
     missing = []
     parent = os.path.dirname(path)
     while not os.path.isdir(parent):
-        if os.path.lexists(parent):
+        # isdir again: another thread (artifact_fetch downloads in parallel) may have just made it
+        if os.path.lexists(parent) and not os.path.isdir(parent):
             raise InstallError('%s exists and is not a directory' % parent)
         missing.append(parent)
         parent = os.path.dirname(parent)
@@ -328,7 +491,7 @@ def unpack_bundle(bundle):
     os.unlink(bundle)
 
 
-def install_file(spec, uid, gid, consume=True):
+def install_file(spec, uid, gid, consume=True, cache=None):
     """Move the transferred ``tmp_src`` into place, verified, atomically; returns created directories.
 
     The copy goes to a temporary file in the destination's directory (same
@@ -340,6 +503,8 @@ def install_file(spec, uid, gid, consume=True):
     with open(spec['tmp_src'], 'rb') as handle:
         write_atomic(spec['dest'], VerifyingReader(handle, spec['sha256'], spec['label']), spec['mode'],
                      uid=uid, gid=gid)
+    if cache:
+        cache.put(spec['dest'], os.lstat(spec['dest']), spec['sha256'])  # verified while written
     if consume:
         try:
             os.unlink(spec['tmp_src'])  # free the space now, not at the end of the task
@@ -348,11 +513,15 @@ def install_file(spec, uid, gid, consume=True):
     return created
 
 
-def fix_attributes(spec, uid, gid):
-    """Set owner, group and mode of an existing file; returns what changed (``owner``, ``mode``)."""
+def fix_attributes(spec, uid, gid, cache=None):
+    """Set owner, group and mode of an existing file; returns what changed (``owner``, ``mode``).
+
+    A digest cached for the file stays valid: only its change time moves.
+    """
     st = _lstat(spec['dest'])
     if st is None or not stat.S_ISREG(st.st_mode):
         raise InstallError('%s: dest is %s now, not a file' % (spec['label'], describe(st)['state']))
+    digest = cache.get(spec['dest'], st) if cache else None
     fixed = []
     if st.st_uid != uid or st.st_gid != gid:
         os.chown(spec['dest'], uid, gid)
@@ -362,6 +531,8 @@ def fix_attributes(spec, uid, gid):
         os.chmod(spec['dest'], spec['mode'])
         if stat.S_IMODE(st.st_mode) != spec['mode']:
             fixed.append('mode')
+    if digest and fixed:
+        cache.put(spec['dest'], os.lstat(spec['dest']), digest)
     return fixed
 
 

@@ -466,11 +466,12 @@ def unpack_archive(item, digest):
     parent, base = os.path.split(extract_dir)
     tmp = old = lock = None
     try:
-        if os.path.islink(extract_dir) or (os.path.lexists(extract_dir) and not os.path.isdir(extract_dir)):
-            raise InstallError('%s exists and is not a directory' % extract_dir)
         # Two runs sharing the cache unpack one after the other, and the second finds it done.
         lock = open(item['dest'], 'rb')
         _lock(lock)
+        # Checked under the lock: meanwhile another run may be swapping its directory in.
+        if os.path.islink(extract_dir) or (os.path.lexists(extract_dir) and not os.path.isdir(extract_dir)):
+            raise InstallError('%s exists and is not a directory' % extract_dir)
         if read_marker(extract_dir) == digest:
             return
         make_parents(extract_dir)

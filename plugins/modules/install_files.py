@@ -7,11 +7,13 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: install_files
-short_description: Copy many files from the controller to a host in one task
+short_description: Install many files and directories on a host in one task
 description:
-  - Installs a list of files from the controller on the host, each with its own destination, mode,
-    owner and group, at the cost of about two module runs per host whatever the number of files,
-    where a loop of M(ansible.builtin.copy) costs several per file.
+  - Installs a list of files on the host, each from a controller file or from content given in the
+    task (such as a rendered template), with its own destination, mode, owner and group, and makes
+    sure a list of directories exists with their own mode, owner and group. It costs about two
+    module runs per host whatever the number of items, where a loop of M(ansible.builtin.copy),
+    M(ansible.builtin.template) or M(ansible.builtin.file) costs one or more per item.
   - The action plugin computes the sha256 of every source on the controller, asks the host in one
     module run which destinations are missing or differ (content, mode, owner or group), transfers
     only the sources whose content differs, and installs them with a second module run, which also
@@ -27,7 +29,9 @@ description:
     owner, group and mode, and renamed over the destination, so that the destination is at any
     moment either the old or the new file, and a private key is never readable by others. Missing
     parent directories are created with mode C(0755).
-  - File contents never appear in the result or the diff, so the module is safe for private keys.
+  - The contents of files given by O(files[].src) never appear in the result or the diff, so the
+    module is safe for private keys. A file given by O(files[].content) shows as a text diff in diff
+    mode, unless its O(files[].diff) is V(false).
   - The module part runs on the host with the Python standard library only. It is meant to be used
     through the action plugin of the same name (which is what a task C(hardway.kubernetes.install_files)
     does); O(phase), O(bundle) and the suboptions O(files[].sha256) and O(files[].tmp_src) are set
@@ -40,7 +44,7 @@ options:
       - The files to install.
     type: list
     elements: dict
-    required: true
+    default: []
     suboptions:
       src:
         description:
@@ -48,8 +52,22 @@ options:
             O(ansible.builtin.copy#module:src) (the role's C(files) directory, then the playbook's).
           - A source listed for several destinations is hashed and transferred once.
           - Handled by the action plugin; the module only uses it in messages.
+          - Exactly one of O(files[].src) and O(files[].content) is required.
         type: str
-        required: true
+      content:
+        description:
+          - The text of the file, written as UTF-8; for example
+            C("{{ lookup('ansible.builtin.template', 'unit.service.j2') }}").
+          - Handled by the action plugin, which hashes it and transfers it like a source file when
+            it differs; the module never receives it.
+        type: str
+      diff:
+        description:
+          - For an item with O(files[].content), whether diff mode shows its old and new text (up to
+            256 KiB of UTF-8). Set V(false) for content that holds a secret.
+          - Items with O(files[].src) are only ever listed, never shown.
+        type: bool
+        default: true
       dest:
         description:
           - Absolute path of the file on the host. An existing symbolic link or other non-regular
@@ -82,6 +100,51 @@ options:
           - Internal, set by the action plugin and rejected in a task. The transferred copy of the
             source on the host, for a file whose content differs.
         type: path
+      text_diff:
+        description:
+          - Internal, set by the action plugin and rejected in a task. Whether the inspection returns
+            the current text of the file when its content differs, for the diff.
+        type: bool
+        default: false
+  directories:
+    description:
+      - Directories to create or fix before the files are installed (so that a file can go into a
+        directory with mode C(0700)). Missing parents are created with mode C(0755).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description:
+          - Absolute path of the directory. Anything else at that path is an error.
+        type: path
+        required: true
+      mode:
+        description:
+          - Permission bits, as an octal string such as V("0700") (quote it in YAML).
+        type: raw
+        required: true
+      owner:
+        description:
+          - User name owning the directory.
+        type: str
+        default: root
+      group:
+        description:
+          - Group name of the directory.
+        type: str
+        default: root
+  digest_cache:
+    description:
+      - A file on the host where the module keeps the sha256 of every destination bigger than 1 MiB,
+        with the inode, size, modification and change time it was computed for. While those are
+        unchanged the digest is trusted instead of reading the file again, which saves seconds of
+        CPU per host and run for the Kubernetes binaries. Any write to the file, or its
+        replacement, changes one of them, and the change time cannot be set back by a user.
+      - Not written in check mode. Deleting it only costs one full comparison.
+      - An empty string turns the cache off, so every destination is read and hashed.
+    type: str
+    default: /var/cache/hardway/install_files-digests.json
   phase:
     description:
       - Internal, set by the action plugin and rejected in a task.
@@ -109,8 +172,9 @@ attributes:
   diff_mode:
     support: full
     description:
-      - A before/after listing of the destinations that change (state, mode, owner, group), never
-        their contents.
+      - A before/after listing of the destinations that change (state, mode, owner, group), then the
+        old and new text of each changed file given by O(files[].content), unless its O(files[].diff)
+        is V(false). The contents of files given by O(files[].src) are never shown.
   platform:
     support: full
     platforms: posix
@@ -141,6 +205,20 @@ EXAMPLES = r"""
         dest: /var/lib/kubernetes/ca.pem
         mode: "0644"
   register: installed
+  notify: Restart kubelet
+
+- name: Configuration of a service, rendered from templates, in a directory only root can read
+  hardway.kubernetes.install_files:
+    directories:
+      - path: /var/lib/kubelet
+        mode: "0700"
+    files:
+      - content: "{{ lookup('ansible.builtin.template', 'config.yaml.j2') }}"
+        dest: /var/lib/kubelet/config.yaml
+        mode: "0644"
+      - content: "{{ lookup('ansible.builtin.template', 'kubelet.service.j2') }}"
+        dest: /etc/systemd/system/kubelet.service
+        mode: "0644"
   notify: Restart kubelet
 
 - name: Show what changed, and why
@@ -176,7 +254,7 @@ files:
       description: Destination on the host.
       type: str
     src:
-      description: Source on the controller, as found.
+      description: Source on the controller, as found; V(null) for an item given by O(files[].content).
       type: str
     changed:
       description: Whether the file changed (or would change, in check mode).
@@ -192,18 +270,47 @@ files:
           alone. A file whose content is replaced gets the requested mode, owner and group with it.
       type: list
       elements: str
+directories:
+  description: Outcome per item of O(directories), in the same order.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - path: /var/lib/kubelet
+      changed: true
+      reason: missing
+      reasons: [missing]
+  contains:
+    path:
+      description: The directory.
+      type: str
+    changed:
+      description: Whether it was created or fixed (or would be, in check mode).
+      type: bool
+    reason:
+      description: The first of RV(directories[].reasons), or V(up to date).
+      type: str
+    reasons:
+      description: V(missing), or the differences found among V(mode) and V(owner) (owner or group).
+      type: list
+      elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.hardway.kubernetes.plugins.module_utils.install import (  # noqa: E402
+    DIGEST_CACHE,
+    DigestCache,
     InstallError,
     describe_error,
+    ensure_directory,
     fix_attributes,
+    inspect_directory,
     inspect_file,
     install_file,
     lookup_group,
     lookup_user,
+    normalize_directories,
     normalize_files,
     unpack_bundle,
 )
@@ -212,25 +319,39 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.install import 
 def argument_spec():
     return {
         'files': {
-            'type': 'list', 'elements': 'dict', 'required': True,
+            'type': 'list', 'elements': 'dict', 'default': [],
             'options': {
-                'src': {'type': 'str', 'required': True},
+                'src': {'type': 'str'},
                 'dest': {'type': 'path', 'required': True},
                 'mode': {'type': 'raw', 'required': True},
                 'owner': {'type': 'str', 'default': 'root'},
                 'group': {'type': 'str', 'default': 'root'},
                 'sha256': {'type': 'str'},
                 'tmp_src': {'type': 'path'},
+                'text_diff': {'type': 'bool', 'default': False},
+            },
+        },
+        'directories': {
+            'type': 'list', 'elements': 'dict', 'default': [],
+            'options': {
+                'path': {'type': 'path', 'required': True},
+                'mode': {'type': 'raw', 'required': True},
+                'owner': {'type': 'str', 'default': 'root'},
+                'group': {'type': 'str', 'default': 'root'},
             },
         },
         'phase': {'type': 'str', 'choices': ['inspect', 'apply'], 'default': 'inspect'},
         'bundle': {'type': 'path'},
+        'digest_cache': {'type': 'str', 'default': DIGEST_CACHE},
     }
 
 
 def resolve_ids(module, specs, tolerate_unknown):
-    """Return {index: (uid, gid)}; unknown names fail, or with ``tolerate_unknown`` warn and give None."""
-    ids = {}
+    """Return [(uid, gid)] in the order of ``specs``.
+
+    Unknown names fail, or with ``tolerate_unknown`` warn and give None.
+    """
+    ids = []
     for spec in specs:
         uid, gid = lookup_user(spec['owner']), lookup_group(spec['group'])
         for value, kind, name in ((uid, 'user', spec['owner']), (gid, 'group', spec['group'])):
@@ -239,8 +360,66 @@ def resolve_ids(module, specs, tolerate_unknown):
                 if not tolerate_unknown:
                     module.fail_json(msg=msg)
                 module.warn(msg)
-        ids[spec['index']] = (uid, gid)
+        ids.append((uid, gid))
     return ids
+
+
+def inspect(module, specs, ids, dir_specs, dir_ids, cache):
+    results, dir_results = [], []
+    for spec, (uid, gid) in zip(dir_specs, dir_ids):
+        try:
+            dir_results.append(inspect_directory(spec, uid, gid))
+        except (InstallError, OSError) as exc:
+            module.fail_json(msg='%s: %s' % (spec['label'], describe_error(exc)))
+    for spec, (uid, gid) in zip(specs, ids):
+        try:
+            results.append(inspect_file(spec, uid, gid, cache=cache))
+        except InstallError as exc:
+            module.fail_json(msg=str(exc))
+        except OSError as exc:
+            module.fail_json(msg='%s: %s' % (spec['label'], describe_error(exc)))
+    if not module.check_mode:
+        cache.save()
+    changed = any(item['reasons'] for item in results + dir_results)
+    module.exit_json(changed=changed, files=results, directories=dir_results)
+
+
+def apply(module, specs, ids, dir_specs, dir_ids, cache):
+    dir_results = []
+    for spec, (uid, gid) in zip(dir_specs, dir_ids):
+        try:
+            dir_results.append({'path': spec['path'], 'done': ensure_directory(spec, uid, gid)})
+        except (InstallError, OSError) as exc:
+            module.fail_json(msg='%s: %s' % (spec['label'], describe_error(exc)), directories=dir_results, files=[])
+    if module.params['bundle']:
+        try:
+            unpack_bundle(module.params['bundle'])
+        except (InstallError, OSError) as exc:
+            module.fail_json(msg='cannot unpack the transferred files: %s' % describe_error(exc),
+                             directories=dir_results, files=[])
+    last_use = {spec['tmp_src']: spec['index'] for spec in specs if spec['tmp_src']}
+    results = []
+    try:
+        for spec, (uid, gid) in zip(specs, ids):
+            if spec['tmp_src']:
+                if not spec['sha256']:
+                    raise InstallError('%s: tmp_src without sha256' % spec['label'])
+                created = install_file(spec, uid, gid, consume=last_use[spec['tmp_src']] == spec['index'],
+                                       cache=cache)
+                results.append({'dest': spec['dest'], 'installed': True, 'fixed': [], 'created_dirs': created})
+            else:
+                fixed = fix_attributes(spec, uid, gid, cache=cache)
+                results.append({'dest': spec['dest'], 'installed': False, 'fixed': fixed, 'created_dirs': []})
+    except InstallError as exc:
+        cache.save()
+        module.fail_json(msg=str(exc), files=results, directories=dir_results)
+    except OSError as exc:
+        cache.save()
+        module.fail_json(msg='%s: %s' % (specs[len(results)]['label'], describe_error(exc)), files=results,
+                         directories=dir_results)
+    cache.save()
+    changed = any(item['installed'] or item['fixed'] for item in results) or any(d['done'] for d in dir_results)
+    module.exit_json(changed=changed, files=results, directories=dir_results)
 
 
 def main():
@@ -249,44 +428,15 @@ def main():
     inspect_only = params['phase'] == 'inspect' or module.check_mode
     try:
         specs = normalize_files(params['files'], require_sha256=inspect_only)
+        dir_specs = normalize_directories(params['directories'])
     except InstallError as exc:
         module.fail_json(msg=str(exc))
     ids = resolve_ids(module, specs, tolerate_unknown=module.check_mode)
-
+    dir_ids = resolve_ids(module, dir_specs, tolerate_unknown=module.check_mode)
+    cache = DigestCache(params['digest_cache'] or None)
     if inspect_only:
-        results = []
-        for spec in specs:
-            try:
-                results.append(inspect_file(spec, *ids[spec['index']]))
-            except InstallError as exc:
-                module.fail_json(msg=str(exc))
-            except OSError as exc:
-                module.fail_json(msg='%s: %s' % (spec['label'], describe_error(exc)))
-        module.exit_json(changed=any(item['reasons'] for item in results), files=results)
-
-    if params['bundle']:
-        try:
-            unpack_bundle(params['bundle'])
-        except (InstallError, OSError) as exc:
-            module.fail_json(msg='cannot unpack the transferred files: %s' % describe_error(exc))
-    last_use = {spec['tmp_src']: spec['index'] for spec in specs if spec['tmp_src']}
-    results = []
-    try:
-        for spec in specs:
-            uid, gid = ids[spec['index']]
-            if spec['tmp_src']:
-                if not spec['sha256']:
-                    raise InstallError('%s: tmp_src without sha256' % spec['label'])
-                created = install_file(spec, uid, gid, consume=last_use[spec['tmp_src']] == spec['index'])
-                results.append({'dest': spec['dest'], 'installed': True, 'fixed': [], 'created_dirs': created})
-            else:
-                fixed = fix_attributes(spec, uid, gid)
-                results.append({'dest': spec['dest'], 'installed': False, 'fixed': fixed, 'created_dirs': []})
-    except InstallError as exc:
-        module.fail_json(msg=str(exc), files=results)
-    except OSError as exc:
-        module.fail_json(msg='%s: %s' % (specs[len(results)]['label'], describe_error(exc)), files=results)
-    module.exit_json(changed=any(item['installed'] or item['fixed'] for item in results), files=results)
+        inspect(module, specs, ids, dir_specs, dir_ids, cache)
+    apply(module, specs, ids, dir_specs, dir_ids, cache)
 
 
 if __name__ == '__main__':

@@ -188,7 +188,7 @@ def test_second_run_is_unchanged_and_hashes_nothing_big(mirror, tmp_path, run_mo
     before = tree(cache)
     hash_calls.clear()
     result = run_module('artifact_fetch', {'items': items(mirror, cache)}, diff=True)
-    assert result['rc'] == 0 and result['changed'] is False and 'diff' not in result
+    assert result['rc'] == 0 and result['changed'] is False and 'diff' not in result, result
     assert {r['action'] for r in result['items'].values()} == {'unchanged'}
     assert {r['reason'] for r in result['items'].values()} == {'up to date'}
     # Only the small image archive was read; the big files' digests came from their sidecars.

@@ -295,6 +295,106 @@ def test_owner_lookup():
     assert I.user_name(0) == 'root' and I.group_name(987654) == '987654'
 
 
+# ---------------------------------------------------------------- directories
+
+
+def dir_spec(path, mode='0700', **extra):
+    item = {'path': str(path), 'mode': mode, 'owner': I.user_name(os.getuid()), 'group': I.group_name(os.getgid())}
+    item.update(extra)
+    return I.normalize_directories([item])[0]
+
+
+def test_directory_inspect_and_ensure(tmp_path):
+    wanted = dir_spec(tmp_path / 'a' / 'b', '0700')
+    assert I.inspect_directory(wanted, *ids())['reasons'] == ['missing']
+    assert I.ensure_directory(wanted, *ids()) == ['created']
+    assert stat.S_IMODE(os.stat(tmp_path / 'a' / 'b').st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / 'a').st_mode) == 0o755  # a missing parent
+    assert I.inspect_directory(wanted, *ids())['reasons'] == []
+    assert I.ensure_directory(wanted, *ids()) == []
+    os.chmod(tmp_path / 'a' / 'b', 0o755)
+    assert I.inspect_directory(wanted, *ids())['reasons'] == ['mode']
+    assert I.ensure_directory(wanted, *ids()) == ['mode']
+    assert stat.S_IMODE(os.stat(tmp_path / 'a' / 'b').st_mode) == 0o700
+
+
+def test_directory_that_is_a_file_is_refused(tmp_path):
+    make(tmp_path / 'f', b'x')
+    wanted = dir_spec(tmp_path / 'f')
+    with pytest.raises(I.InstallError, match=r'directories\[0\] .*: .* is a file, not a directory'):
+        I.inspect_directory(wanted, *ids())
+    with pytest.raises(I.InstallError, match='not a directory'):
+        I.ensure_directory(wanted, *ids())
+
+
+@pytest.mark.parametrize('items, message', [
+    ([{'path': 'relative', 'mode': '0700'}], 'path must be absolute'),
+    ([{'path': '/x', 'mode': '0700'}, {'path': '/x/', 'mode': '0755'}], 'is also directories[0]'),
+    ([{'path': '/x', 'mode': 'rwx'}], 'mode must be an octal string'),
+])
+def test_normalize_directories_refuses(items, message):
+    with pytest.raises(I.InstallError, match=re.escape(message)):
+        I.normalize_directories(items)
+
+
+def test_current_text_only_for_small_text(tmp_path):
+    assert I.current_text(str(make(tmp_path / 't', 'naïve: yes\n'.encode()))) == 'naïve: yes\n'
+    assert I.current_text(str(make(tmp_path / 'b', b'\0\1\2'))) is None
+    assert I.current_text(str(make(tmp_path / 'l', b'x' * (I.TEXT_DIFF_MAX_SIZE + 1)))) is None
+    assert I.current_text(str(tmp_path / 'missing')) is None
+
+
+# ---------------------------------------------------------------- the digest cache on the host
+
+
+def test_digest_cache_round_trip_and_invalidation(tmp_path):
+    data = os.urandom(BIG)
+    dest = make(tmp_path / 'kubelet', data)
+    cache_path = tmp_path / 'cache' / 'digests.json'
+    cache = I.DigestCache(str(cache_path))
+    assert cache.get(str(dest), os.lstat(dest)) is None
+    cache.put(str(dest), os.lstat(dest), sha(data))
+    cache.save()
+    again = I.DigestCache(str(cache_path))
+    assert again.get(str(dest), os.lstat(dest)) == sha(data)
+    # Rewritten in place with the same size and its old mtime put back: the change time gives it away.
+    st = os.lstat(dest)
+    with open(dest, 'r+b') as handle:
+        handle.write(b'X')
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.lstat(dest).st_mtime_ns == st.st_mtime_ns
+    assert again.get(str(dest), os.lstat(dest)) is None
+
+
+def test_digest_cache_keeps_only_big_files_and_survives_garbage(tmp_path):
+    small = make(tmp_path / 'small', b'x')
+    cache_path = tmp_path / 'digests.json'
+    cache = I.DigestCache(str(cache_path))
+    cache.put(str(small), os.lstat(small), sha(b'x'))
+    cache.save()
+    assert not cache_path.exists()  # nothing worth keeping, nothing written
+    cache_path.write_text('{not json')
+    assert I.DigestCache(str(cache_path)).entries == {}
+    assert I.DigestCache(None).get(str(small), os.lstat(small)) is None
+
+
+def test_inspect_trusts_the_cache_until_the_file_changes(tmp_path, monkeypatch):
+    data = os.urandom(BIG)
+    dest = make(tmp_path / 'kubelet', data)
+    cache = I.DigestCache(str(tmp_path / 'digests.json'))
+    wanted = spec(dest, data)
+    reads = []
+    real = I.sha256_file
+    monkeypatch.setattr(I, 'sha256_file', lambda path: reads.append(path) or real(path))
+    assert I.inspect_file(wanted, *ids(), cache=cache)['reasons'] == []
+    reads.clear()
+    assert I.inspect_file(wanted, *ids(), cache=cache)['reasons'] == []
+    assert reads == []  # the second look did not read the file
+    dest.write_bytes(os.urandom(BIG))
+    assert I.inspect_file(wanted, *ids(), cache=cache)['reasons'] == ['content']
+    assert reads == [str(dest)]
+
+
 # ---------------------------------------------------------------- the module, in process
 
 
@@ -333,6 +433,20 @@ def test_module_unknown_owner(tmp_path, run_module):
     assert not result.failed and 'no such user' in json.dumps(result['warnings'])
 
 
+def test_module_directories_before_files(tmp_path, run_module):
+    owner, group = I.user_name(os.getuid()), I.group_name(os.getgid())
+    directories = [{'path': str(tmp_path / 'd'), 'mode': '0700', 'owner': owner, 'group': group}]
+    result = run_module('install_files', {'phase': 'inspect', 'files': module_files(tmp_path),
+                                          'directories': directories})
+    assert result['directories'][0]['reasons'] == ['missing'] and result['files'][0]['reasons'] == ['missing']
+    tmp_src = make(tmp_path / 'file0', b'data')
+    result = run_module('install_files', {'phase': 'apply', 'directories': directories,
+                                          'files': module_files(tmp_path, tmp_src=str(tmp_src))})
+    assert result['changed'] and result['directories'] == [{'path': str(tmp_path / 'd'), 'done': ['created']}]
+    assert stat.S_IMODE(os.stat(tmp_path / 'd').st_mode) == 0o700  # not the 0755 of a missing parent
+    assert (tmp_path / 'd' / 'f').read_bytes() == b'data'
+
+
 def test_module_without_the_action_plugin(tmp_path, run_module):
     files = module_files(tmp_path)
     del files[0]['sha256']
@@ -349,6 +463,8 @@ PLAYBOOK = """
     - name: Install
       hardway.kubernetes.install_files:
         files: "{{ install }}"
+        directories: "{{ directories | default([]) }}"
+        digest_cache: "{{ digest_cache }}"
 """
 # With -v and the JSON result format, the default callback prints the task result as
 # "changed: [localhost] => {...}" (JSON, possibly over several lines).
@@ -382,8 +498,10 @@ class Playbook:
             ANSIBLE_CALLBACK_RESULT_FORMAT='json',
         )
 
-    def run(self, files, *options, expect_rc=0):
-        (self.tmp_path / 'vars.json').write_text(json.dumps({'install': files}))
+    def run(self, files, *options, expect_rc=0, directories=None):
+        self.digest_cache = self.tmp_path / 'host-cache' / 'digests.json'
+        (self.tmp_path / 'vars.json').write_text(json.dumps({'install': files, 'directories': directories or [],
+                                                             'digest_cache': str(self.digest_cache)}))
         proc = subprocess.run(self.cmd + ['-e', '@vars.json'] + list(options), cwd=str(self.tmp_path),
                               env=self.env, capture_output=True, text=True, timeout=180, check=False)
         assert proc.returncode == expect_rc, proc.stdout + proc.stderr
@@ -453,14 +571,15 @@ def test_playbook_end_to_end(tmp_path, sources):
     assert (tmp_path / 'src' / 'kubelet.sha256cache').exists()
     assert not (tmp_path / 'src' / 'ca.pem.sha256cache').exists()
 
-    # Second run: nothing to do.
+    # Second run: nothing to do. The big file's digest is on the host, recorded as it was installed.
+    assert str(dest / 'bin' / 'kubelet') in json.loads(play.digest_cache.read_text())['files']
     result = play.run(files, '--diff')
     assert not result['changed'] and [f['reason'] for f in result['files']] == ['up to date'] * 4
 
     # Differences on the host: a mode, a content, a missing file. Check mode only reports them.
     os.chmod(dest / 'pki' / 'node-key.pem', 0o644)
     inode = os.stat(dest / 'pki' / 'node-key.pem').st_ino
-    (dest / 'bin' / 'kubelet').write_bytes(b'tampered')
+    (dest / 'bin' / 'kubelet').write_bytes(b'tampered')  # the digest cache does not hide it
     os.unlink(dest / 'kubeconfig')
     result = play.run(files, '--check')
     assert result['changed'] and [f['reason'] for f in result['files']] == ['up to date', 'mode', 'missing', 'content']
@@ -522,3 +641,52 @@ def test_playbook_errors_name_the_item(tmp_path, sources):
     result = play.run(files, '--check')
     assert result['changed'] and 'no such user on the host' in play.output
     assert not dest.exists()
+
+
+def test_playbook_content_directories_and_text_diff(tmp_path):
+    play = Playbook(tmp_path)
+    owner, group = I.user_name(os.getuid()), I.group_name(os.getgid())
+    dest = tmp_path / 'dest'
+    directories = [{'path': str(dest / 'state'), 'mode': '0700', 'owner': owner, 'group': group}]
+    files = [
+        {'content': 'address: 10.0.0.1\nport: 6443\n', 'dest': str(dest / 'etc' / 'config.yaml'), 'mode': '0644'},
+        {'content': 'key: SECRET-MATERIAL\n', 'dest': str(dest / 'state' / 'key.yaml'), 'mode': '0600',
+         'diff': False},
+        {'content': 'address: 10.0.0.1\nport: 6443\n', 'dest': str(dest / 'etc' / 'copy.yaml'), 'mode': '0640'},
+    ]
+    for item in files:
+        item.update(owner=owner, group=group)
+
+    result = play.run(files, '--check', '--diff', directories=directories)
+    assert result['changed'] and result['directories'][0]['reason'] == 'missing' and not dest.exists()
+    result = play.run(files, '--diff', directories=directories)
+    assert result['changed'] and all(f['changed'] for f in result['files']) and result['files'][0]['src'] is None
+    assert tree(dest) == {
+        'etc/config.yaml': (0o644, b'address: 10.0.0.1\nport: 6443\n'),
+        'state/key.yaml': (0o600, b'key: SECRET-MATERIAL\n'),
+        'etc/copy.yaml': (0o640, b'address: 10.0.0.1\nport: 6443\n'),
+    }
+    assert stat.S_IMODE(os.stat(dest / 'state').st_mode) == 0o700
+    assert '+port: 6443' in play.output  # a new file given as content shows in the diff ...
+    assert 'SECRET-MATERIAL' not in play.output  # ... unless its item says diff: false
+    assert not play.run(files, '--diff', directories=directories)['changed']
+
+    # A changed content shows as a text diff; a directory's mode is repaired.
+    files[0]['content'] = 'address: 10.0.0.2\nport: 6443\n'
+    files[1]['content'] = 'key: OTHER-SECRET\n'
+    os.chmod(dest / 'state', 0o755)
+    result = play.run(files, '--diff', directories=directories)
+    assert [f['changed'] for f in result['files']] == [True, True, False]
+    assert result['directories'][0]['reasons'] == ['mode']
+    assert '-address: 10.0.0.1' in play.output and '+address: 10.0.0.2' in play.output
+    assert 'SECRET' not in play.output
+    assert (dest / 'etc' / 'config.yaml').read_text() == 'address: 10.0.0.2\nport: 6443\n'
+    assert stat.S_IMODE(os.stat(dest / 'state').st_mode) == 0o700
+
+    # src and content are exclusive, and one of them is needed.
+    files[0]['src'] = str(dest / 'etc' / 'copy.yaml')
+    play.run(files, expect_rc=2)
+    assert 'mutually exclusive' in play.output
+    del files[0]['src'], files[0]['content']
+    play.run(files, expect_rc=2)
+    assert 'one of the following is required' in play.output
