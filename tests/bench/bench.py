@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -47,18 +48,36 @@ def ansible_env(extra: dict | None = None) -> dict:
     return env
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine spent not idle (all cores, from /proc/stat), in seconds."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    guest = sum(fields[8:10])  # already counted in user and nice
+    return (sum(fields) - idle - guest) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def playbook(inventory: Path, play: Path, state: Path, label: str, extra_args: list[str] | None = None) -> dict:
     out = BENCH / f"{label}.json"
     log = BENCH / f"{label}.log"
     env = ansible_env({"HARDWAY_TIMER_OUT": str(out), "HARDWAY_LAB_STATE": str(state),
                        "ANSIBLE_STDOUT_CALLBACK": "default"})
-    start = time.monotonic()
+    start, busy, ansible_cpu = time.monotonic(), busy_cpu_seconds(), children_cpu_seconds()
     with log.open("w") as f:
         proc = subprocess.run(["ansible-playbook", "-i", str(inventory), str(play), *(extra_args or [])],
                               cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
     wall = time.monotonic() - start
     result = json.loads(out.read_text()) if out.exists() else {"tasks": [], "changed": None}
     result["wall"] = round(wall, 1)
+    # Where the cores went: Ansible on the controller (this process's children),
+    # and everything else on the machine (the lab hosts' daemons and modules, Docker).
+    result["cpu_seconds"] = {"machine": round(busy_cpu_seconds() - busy, 1),
+                             "ansible": round(children_cpu_seconds() - ansible_cpu, 1),
+                             "available": round(wall * (os.cpu_count() or 1), 1)}
     result["rc"] = proc.returncode
     result["log"] = str(log)
     if proc.returncode != 0:
@@ -250,19 +269,22 @@ def main() -> int:
         cold, inventory, state = cold_converge(2, "cold")
         ok, smoke_seconds = smoke(state) if cold["rc"] == 0 else (False, 0.0)
         report["cold"] = {"seconds": cold["wall"], "tasks_run": cold.get("tasks_run"), "changed": cold["changed"],
-                          "rc": cold["rc"], "smoke_ok": ok, "smoke_seconds": round(smoke_seconds, 1),
+                          "rc": cold["rc"], "cpu_seconds": cold["cpu_seconds"],
+                          "smoke_ok": ok, "smoke_seconds": round(smoke_seconds, 1),
                           "seconds_to_smoke_green": round(cold["wall"] + smoke_seconds, 1),
                           "slowest": slowest(cold)}
         print("bench: re-run on the same hosts", flush=True)
         rerun = playbook(inventory, REPO / "playbooks" / "site.yml", state, "rerun")
         report["rerun"] = {"seconds": rerun["wall"], "changed": rerun["changed"], "rc": rerun["rc"],
+                           "cpu_seconds": rerun["cpu_seconds"],
                            "tasks_run": rerun.get("tasks_run"), "slowest": slowest(rerun)}
     if "scale" in parts:
         report["scale"] = {}
         for workers in (2, 4, 8):
             print(f"bench: cold converge with {workers} workers", flush=True)
             r = cold_converge(workers, f"scale-{workers}")[0]
-            report["scale"][workers] = {"seconds": r["wall"], "rc": r["rc"], "tasks_run": r.get("tasks_run")}
+            report["scale"][workers] = {"seconds": r["wall"], "rc": r["rc"], "tasks_run": r.get("tasks_run"),
+                                        "cpu_seconds": r["cpu_seconds"]}
             print(f"bench: {workers} workers: {r['wall']} s (rc {r['rc']})", flush=True)
         if all(report["scale"][w]["rc"] == 0 for w in (2, 8)):
             report["scale"]["seconds_per_added_worker"] = round(
@@ -281,6 +303,10 @@ def mark(value, target, lower_is_better=True) -> str:
     return "met" if ok else "MISSED"
 
 
+def cpu_text(cpu: dict) -> str:
+    return f"{cpu['machine']} / {cpu['ansible']} / {cpu['available']}"
+
+
 def print_table(r: dict) -> None:
     rows = [("measure", "value", "target", "")]
     if "cold" in r:
@@ -290,10 +316,12 @@ def print_table(r: dict) -> None:
         rows.append(("  + smoke checks green (s)", c["seconds_to_smoke_green"], "",
                      "ok" if c["smoke_ok"] else "FAILED"))
         rows.append(("  tasks run", c["tasks_run"], "", ""))
+        rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(c["cpu_seconds"]), "", ""))
         rows.append(("re-run (s)", rr["seconds"], "<= 30",
                      mark(rr["seconds"], TARGETS["rerun"]) if rr["rc"] == 0 else "FAILED"))
         rows.append(("re-run changed", rr["changed"], "0", "met" if rr["changed"] == 0 else "MISSED"))
         rows.append(("  tasks run", rr["tasks_run"], "", ""))
+        rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(rr["cpu_seconds"]), "", ""))
     if "pki" in r:
         p = r["pki"]
         for n in (3, 100, 1000):
@@ -307,6 +335,7 @@ def print_table(r: dict) -> None:
             rows.append(("seconds per added worker (2 -> 8)", v, "<= 5", mark(v, TARGETS["per_worker"])))
         else:
             rows.append((f"cold converge, {w} workers (s)", v["seconds"], "", "" if v["rc"] == 0 else "FAILED"))
+            rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(v["cpu_seconds"]), "", ""))
     s = r["settings"]
     rows.append(("settings", f"forks={s['forks']} pipelining={s['pipelining']} default strategy={s['strategy']}",
                  "", ""))
