@@ -29,6 +29,7 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.install import 
     BUNDLE_MAX_SIZE,
     UP_TO_DATE,
     InstallError,
+    directory_options,
     format_mode,
     pack_bundle,
     source_sha256,
@@ -54,15 +55,8 @@ ARGUMENT_SPEC = {
         'required_one_of': [['src', 'content']],
     },
     'digest_cache': {'type': 'str'},
-    'directories': {
-        'type': 'list', 'elements': 'dict', 'default': [],
-        'options': {
-            'path': {'type': 'str', 'required': True},
-            'mode': {'type': 'raw', 'required': True},
-            'owner': {'type': 'str', 'default': 'root'},
-            'group': {'type': 'str', 'default': 'root'},
-        },
-    },
+    # str, not path: a path is the host's, never expanded on the controller
+    'directories': {'type': 'list', 'elements': 'dict', 'default': [], 'options': directory_options('str')},
 }
 
 CONTENT_REASONS = ('missing', 'content')

@@ -158,6 +158,30 @@ class VerifyingReader:
 # ---------------------------------------------------------------- options
 
 
+def _path_and_mode(label, option, path, mode, seen, index, other):
+    """Check one item's absolute path (unique among ``seen``) and mode; returns them normalised."""
+    if not os.path.isabs(path):
+        raise InstallError('%s: %s must be an absolute path' % (label, option))
+    path = os.path.normpath(path)
+    if path in seen:
+        raise InstallError('%s: %s is also %s[%d]' % (label, option, other, seen[path]))
+    seen[path] = index
+    try:
+        return path, parse_mode(mode, option='mode')
+    except ValueError as exc:
+        raise InstallError('%s: %s' % (label, exc)) from None
+
+
+def directory_options(path_type):
+    """The suboptions of ``directories``, shared by the action plugin (path_type str) and the module (path)."""
+    return {
+        'path': {'type': path_type, 'required': True},
+        'mode': {'type': 'raw', 'required': True},
+        'owner': {'type': 'str', 'default': 'root'},
+        'group': {'type': 'str', 'default': 'root'},
+    }
+
+
 def normalize_files(files, require_sha256=True):
     """Validate the module's ``files`` and return them with ``mode`` as an int.
 
@@ -168,18 +192,9 @@ def normalize_files(files, require_sha256=True):
     for index, item in enumerate(files):
         dest = item.get('dest') or ''
         label = 'files[%d] (%s)' % (index, dest or 'no dest')
-        if not os.path.isabs(dest):
-            raise InstallError('%s: dest must be an absolute path' % label)
         if dest.endswith('/'):
             raise InstallError('%s: dest must name a file, not a directory' % label)
-        dest = os.path.normpath(dest)
-        if dest in seen:
-            raise InstallError('%s: dest is also the destination of files[%d]' % (label, seen[dest]))
-        seen[dest] = index
-        try:
-            mode = parse_mode(item.get('mode'), option='mode')
-        except ValueError as exc:
-            raise InstallError('%s: %s' % (label, exc)) from None
+        dest, mode = _path_and_mode(label, 'dest', dest, item.get('mode'), seen, index, 'the destination of files')
         sha256 = (item.get('sha256') or '').lower()
         if sha256 and not SHA256_RE.match(sha256):
             raise InstallError('%s: sha256 must be 64 hexadecimal digits' % label)
@@ -208,16 +223,7 @@ def normalize_directories(directories):
     for index, item in enumerate(directories or []):
         path = item.get('path') or ''
         label = 'directories[%d] (%s)' % (index, path or 'no path')
-        if not os.path.isabs(path):
-            raise InstallError('%s: path must be absolute' % label)
-        path = os.path.normpath(path)
-        if path in seen:
-            raise InstallError('%s: path is also directories[%d]' % (label, seen[path]))
-        seen[path] = index
-        try:
-            mode = parse_mode(item.get('mode'), option='mode')
-        except ValueError as exc:
-            raise InstallError('%s: %s' % (label, exc)) from None
+        path, mode = _path_and_mode(label, 'path', path, item.get('mode'), seen, index, 'directories')
         result.append({'index': index, 'label': label, 'path': path, 'mode': mode,
                        'owner': item.get('owner') or 'root', 'group': item.get('group') or 'root'})
     return result

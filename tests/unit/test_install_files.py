@@ -328,7 +328,7 @@ def test_directory_that_is_a_file_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize('items, message', [
-    ([{'path': 'relative', 'mode': '0700'}], 'path must be absolute'),
+    ([{'path': 'relative', 'mode': '0700'}], 'path must be an absolute path'),
     ([{'path': '/x', 'mode': '0700'}, {'path': '/x/', 'mode': '0755'}], 'is also directories[0]'),
     ([{'path': '/x', 'mode': 'rwx'}], 'mode must be an octal string'),
 ])
