@@ -328,8 +328,6 @@ class DigestCache:
             pass
 
 
-
-
 def describe(st):
     """What is at a destination now: ``{state, mode, owner, group}`` (state ``absent``, ``file``, ...)."""
     if st is None:

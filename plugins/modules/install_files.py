@@ -323,6 +323,8 @@ def argument_spec():
             'type': 'list', 'elements': 'dict', 'default': [],
             'options': {
                 'src': {'type': 'str'},
+                'content': {'type': 'str'},  # the action plugin's; never sent to the module
+                'diff': {'type': 'bool', 'default': True},  # the action plugin's
                 'dest': {'type': 'path', 'required': True},
                 'mode': {'type': 'raw', 'required': True},
                 'owner': {'type': 'str', 'default': 'root'},

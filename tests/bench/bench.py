@@ -351,5 +351,6 @@ def print_table(r: dict) -> None:
             for t in r[key]["slowest"]:
                 print(f"  {t['seconds']:7.2f} s  {t['task']}")
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -160,7 +160,7 @@ def ansible_adhoc(tmp_path_factory):
 
     def run(name, args, python=None, check=False):
         # no PYTHONPATH: the module must bring everything it needs
-        rc, result, _ = run_adhoc(name, args, home, check=check, python=python, pythonpath=False)
+        rc, result, _output = run_adhoc(name, args, home, check=check, python=python, pythonpath=False)
         return rc, result
 
     return run

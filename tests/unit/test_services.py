@@ -72,8 +72,10 @@ def systemd(tmp_path, monkeypatch):
 
 def test_parse_show_keeps_the_order_and_checks_the_count():
     text = 'Id=a.service\nActiveState=active\n\nId=b.service\nActiveState=failed\nUnitFileState=disabled\n'
-    assert S.parse_show(text, 2) == [{'Id': 'a.service', 'ActiveState': 'active'},
-                                    {'Id': 'b.service', 'ActiveState': 'failed', 'UnitFileState': 'disabled'}]
+    assert S.parse_show(text, 2) == [
+        {'Id': 'a.service', 'ActiveState': 'active'},
+        {'Id': 'b.service', 'ActiveState': 'failed', 'UnitFileState': 'disabled'},
+    ]
     with pytest.raises(ValueError, match='2 blocks for 3 units'):
         S.parse_show(text, 3)
 
