@@ -16,7 +16,8 @@ description:
   - Reloads systemd's configuration first when a unit file changed on disk since systemd last read
     it (C(NeedDaemonReload=yes)), so that a start uses the file as it is now.
   - Never restarts a running service; restarts on configuration changes are for handlers.
-  - A unit that systemd does not know fails the task, naming the unit, before anything is changed.
+  - A unit that systemd does not know fails the task, naming the unit, before anything is changed. In
+    check mode it only causes a warning, since the task that would install it did not run.
   - Uses only the Python standard library and C(systemctl).
 author:
   - hardway.kubernetes developers (@hardway)
@@ -41,7 +42,9 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports what would be reloaded, enabled, started or stopped, and changes nothing.
+    description:
+      - Reports what would be reloaded, enabled, started or stopped, and changes nothing.
+      - Units systemd does not know yet are warned about and left out of the result.
   diff_mode:
     support: full
     description: Before and after, one line per unit whose state changes (active state, enablement).
@@ -181,7 +184,11 @@ def main():
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     reload_needed, steps, problems = plan(units, props, module.params['enabled'], module.params['state'])
-    if problems:
+    if problems and module.check_mode:
+        # In check mode the task that would install the unit did not run: say so, and go on.
+        for problem in problems:
+            module.warn(problem + '; in check mode that is expected when an earlier task installs it')
+    elif problems:
         module.fail_json(msg='; '.join(problems))
 
     changed = reload_needed or any(actions for _unit, _found, actions in steps)

@@ -136,3 +136,15 @@ def test_stop(systemd, run_module):
     result = run_module('services', {'names': ['kubelet'], 'state': 'stopped', 'enabled': False})
     assert result['changed'] and systemd.changes() == [['stop', 'kubelet.service']]
     assert systemd.state['units']['kubelet.service'] == {'active': 'inactive', 'enabled': 'enabled'}
+
+
+def test_unknown_unit_in_check_mode_is_a_warning(systemd):
+    # in a fresh process: in this one, earlier tests may have routed warnings to the display
+    from hardway_testlib import run_module_subprocess
+
+    systemd.set({'kubelet.service': {'active': 'inactive', 'enabled': 'enabled'}})
+    result = run_module_subprocess('services', {'names': ['kubelet', 'etcd']}, check=True)
+    assert not result.failed and result['changed']
+    assert [s['name'] for s in result['services']] == ['kubelet.service']
+    assert 'etcd.service: systemd does not know this unit' in json.dumps(result['warnings'])
+    assert systemd.changes() == []
