@@ -252,7 +252,7 @@ def machine_speed() -> int:
     """
     data = os.urandom(64 * 1024 * 1024)
     best = 0.0
-    for _ in range(3):
+    for _attempt in range(3):
         start = time.perf_counter()
         hashlib.sha256(data).hexdigest()
         best = max(best, 64 / (time.perf_counter() - start))
