@@ -303,8 +303,19 @@ class DigestCache:
             return entry[4]
         return None
 
-    def put(self, dest, st, digest):
+    def put(self, dest, st, digest, written=False, now_ns=None):
+        """Keep ``digest`` for ``dest`` as found in ``st``.
+
+        A digest read from a file changed less than two seconds ago is not
+        kept: another write within the same timestamp tick would leave its
+        times as they are (the sidecar of :func:`source_sha256` has the same
+        rule). ``written`` says the module has just written the file itself,
+        verified against the digest, so that it is kept at once.
+        """
         if not self.path:
+            return
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        if not written and now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
             return
         if st.st_size <= SIDECAR_MIN_SIZE:
             if self.entries.pop(dest, None) is not None:
@@ -353,6 +364,32 @@ def _lstat(path):
         return None  # a parent is a file: reported as missing, and the install names the culprit
 
 
+def _attribute_reasons(st, mode, uid, gid):
+    """What differs in mode and ownership between ``st`` and the wanted values: ``mode``, ``owner``."""
+    reasons = []
+    if stat.S_IMODE(st.st_mode) != mode:
+        reasons.append('mode')
+    if st.st_uid != uid or st.st_gid != gid:
+        reasons.append('owner')
+    return reasons
+
+
+def _set_attributes(path, st, mode, uid, gid, chmod_anyway=False):
+    """Give ``path`` (found as ``st``) its owner, group and mode; returns what was fixed (``owner``, ``mode``).
+
+    chown comes first, since it may clear set-id bits that the chmod then sets.
+    """
+    fixed = []
+    if st.st_uid != uid or st.st_gid != gid:
+        os.chown(path, uid, gid)
+        fixed.append('owner')
+    if stat.S_IMODE(st.st_mode) != mode or fixed or chmod_anyway:
+        os.chmod(path, mode)
+        if stat.S_IMODE(st.st_mode) != mode:
+            fixed.append('mode')
+    return fixed
+
+
 def inspect_file(spec, uid, gid, cache=None):
     """Compare one destination with ``spec``; returns ``{dest, reasons, current}``.
 
@@ -383,10 +420,7 @@ def inspect_file(spec, uid, gid, cache=None):
                 reasons.append('content')
         except OSError as exc:
             raise InstallError('%s: cannot read dest: %s' % (spec['label'], exc.strerror or exc)) from None
-        if stat.S_IMODE(st.st_mode) != spec['mode']:
-            reasons.append('mode')
-        if st.st_uid != uid or st.st_gid != gid:
-            reasons.append('owner')
+        reasons.extend(_attribute_reasons(st, spec['mode'], uid, gid))
     result = {'dest': dest, 'reasons': reasons, 'current': current}
     if spec.get('text_diff') and 'content' in reasons:
         text = current_text(dest)
@@ -419,12 +453,7 @@ def inspect_directory(spec, uid, gid):
         return {'path': path, 'reasons': ['missing'], 'current': current}
     if not stat.S_ISDIR(st.st_mode):
         raise InstallError('%s: %s is a %s, not a directory' % (spec['label'], path, current['state']))
-    reasons = []
-    if stat.S_IMODE(st.st_mode) != spec['mode']:
-        reasons.append('mode')
-    if st.st_uid != uid or st.st_gid != gid:
-        reasons.append('owner')
-    return {'path': path, 'reasons': reasons, 'current': current}
+    return {'path': path, 'reasons': _attribute_reasons(st, spec['mode'], uid, gid), 'current': current}
 
 
 def ensure_directory(spec, uid, gid):
@@ -444,14 +473,8 @@ def ensure_directory(spec, uid, gid):
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise InstallError('%s: %s is a %s, not a directory' % (spec['label'], path, describe(st)['state']))
-    fixed = []
-    if st.st_uid != uid or st.st_gid != gid:
-        os.chown(path, uid, gid)
-        fixed.append('owner')
-    if stat.S_IMODE(st.st_mode) != spec['mode'] or fixed or created:
-        os.chmod(path, spec['mode'])  # after chown, and whatever the umask
-        if stat.S_IMODE(st.st_mode) != spec['mode']:
-            fixed.append('mode')
+    # a new directory gets its mode whatever the umask
+    fixed = _set_attributes(path, st, spec['mode'], uid, gid, chmod_anyway=created)
     return ['created'] if created else fixed
 
 
@@ -508,7 +531,7 @@ def install_file(spec, uid, gid, consume=True, cache=None):
         write_atomic(spec['dest'], VerifyingReader(handle, spec['sha256'], spec['label']), spec['mode'],
                      uid=uid, gid=gid)
     if cache:
-        cache.put(spec['dest'], os.lstat(spec['dest']), spec['sha256'])  # verified while written
+        cache.put(spec['dest'], os.lstat(spec['dest']), spec['sha256'], written=True)  # verified while written
     if consume:
         try:
             os.unlink(spec['tmp_src'])  # free the space now, not at the end of the task
@@ -526,17 +549,9 @@ def fix_attributes(spec, uid, gid, cache=None):
     if st is None or not stat.S_ISREG(st.st_mode):
         raise InstallError('%s: dest is %s now, not a file' % (spec['label'], describe(st)['state']))
     digest = cache.get(spec['dest'], st) if cache else None
-    fixed = []
-    if st.st_uid != uid or st.st_gid != gid:
-        os.chown(spec['dest'], uid, gid)
-        fixed.append('owner')
-    # after chown, which may have cleared set-id bits
-    if stat.S_IMODE(st.st_mode) != spec['mode'] or fixed:
-        os.chmod(spec['dest'], spec['mode'])
-        if stat.S_IMODE(st.st_mode) != spec['mode']:
-            fixed.append('mode')
-    if digest and fixed:
-        cache.put(spec['dest'], os.lstat(spec['dest']), digest)
+    fixed = _set_attributes(spec['dest'], st, spec['mode'], uid, gid)
+    if digest and fixed:  # the content is the one cached; only the change time moved
+        cache.put(spec['dest'], os.lstat(spec['dest']), digest, written=True)
     return fixed
 
 

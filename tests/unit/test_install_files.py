@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 
 import pytest
 from ansible_collections.hardway.kubernetes.plugins.module_utils import files as F
@@ -353,7 +354,14 @@ def test_digest_cache_round_trip_and_invalidation(tmp_path):
     cache_path = tmp_path / 'cache' / 'digests.json'
     cache = I.DigestCache(str(cache_path))
     assert cache.get(str(dest), os.lstat(dest)) is None
+    # Just changed (its ctime is now): a digest read from it is not kept yet ...
     cache.put(str(dest), os.lstat(dest), sha(data))
+    assert cache.entries == {}
+    # ... two seconds later it is, and so is one the module wrote itself at once.
+    cache.put(str(dest), os.lstat(dest), sha(data), now_ns=time.time_ns() + I.RACY_NS)
+    assert cache.get(str(dest), os.lstat(dest)) == sha(data)
+    cache.entries.clear()
+    cache.put(str(dest), os.lstat(dest), sha(data), written=True)
     cache.save()
     again = I.DigestCache(str(cache_path))
     assert again.get(str(dest), os.lstat(dest)) == sha(data)
@@ -386,6 +394,11 @@ def test_inspect_trusts_the_cache_until_the_file_changes(tmp_path, monkeypatch):
     reads = []
     real = I.sha256_file
     monkeypatch.setattr(I, 'sha256_file', lambda path: reads.append(path) or real(path))
+    assert I.inspect_file(wanted, *ids(), cache=cache)['reasons'] == []
+    assert I.inspect_file(wanted, *ids(), cache=cache)['reasons'] == []
+    assert reads == [str(dest)] * 2  # changed a moment ago: its digest is not trusted yet
+    real_ns = time.time_ns
+    monkeypatch.setattr(I.time, 'time_ns', lambda: real_ns() + I.RACY_NS)  # two seconds later
     assert I.inspect_file(wanted, *ids(), cache=cache)['reasons'] == []
     reads.clear()
     assert I.inspect_file(wanted, *ids(), cache=cache)['reasons'] == []
