@@ -57,18 +57,18 @@ def assert_refused(proc: subprocess.CompletedProcess, *messages: str) -> None:
 
 @pytest.mark.parametrize("hosts,group_vars,messages", [
     ({"control_plane": ["cp1"], "etcd": ["cp1", "node1"], "workers": ["node1"]}, {},
-     ['group "etcd" has 2 members: etcd needs an odd number']),
+     ['cluster_etcd_group = "etcd": group "etcd" has 2 members (cp1, node1): etcd needs an odd number']),
     ({"control_plane": ["cp1"], "etcd": ["cp1"]}, {},
-     ['inventory group "workers" is missing or empty']),
+     ['cluster_worker_group = "workers": names the inventory group "workers", which is missing']),
     (GOOD, {"cluster_service_cidr": "10.200.8.0/24"},
-     ["cluster_pod_cidr 10.200.0.0/16 overlaps cluster_service_cidr 10.200.8.0/24"]),
+     ['cluster_pod_cidr = "10.200.0.0/16": overlaps cluster_service_cidr 10.200.8.0/24']),
     (GOOD, {"cluster_pod_cidr": "10.300.0.0/16"},
-     ['cluster_pod_cidr = "10.300.0.0/16" is not a valid CIDR']),
+     ['cluster_pod_cidr = "10.300.0.0/16": must be an IPv4 network in CIDR form']),
     (GOOD, {"cluster_versions": {"kubernetes": "1.99.0"}},
-     ['cluster_versions.kubernetes = "1.99.0" is not a version this collection knows checksums for']),
-    (GOOD, {"cluster_dns_mode": "dnsmasq"}, ['cluster_dns_mode = "dnsmasq"']),
+     ['cluster_versions.kubernetes = "1.99.0": is not a version this collection knows checksums for']),
+    (GOOD, {"cluster_dns_mode": "dnsmasq"}, ['cluster_dns_mode = "dnsmasq": must be one of deployment, systemd']),
     ({"control_plane": ["cp1"], "etcd": ["cp1"], "workers": ["Node_1"]}, {},
-     ["host Node_1: the inventory name is the Kubernetes node name"]),
+     ['host Node_1: cluster_node_name = "Node_1": is the Kubernetes node name and must be lower-case']),
 ])
 def test_preflight_refuses(tmp_path, hosts, group_vars, messages):
     if "cluster_versions" in group_vars:
@@ -79,9 +79,10 @@ def test_preflight_refuses(tmp_path, hosts, group_vars, messages):
 
 def test_preflight_names_host_address_inside_pod_network(tmp_path):
     inv = inventory(tmp_path, GOOD, {}, addresses={"node2": "10.200.5.5"})
-    assert_refused(run_site(inv), "host node2: cluster_node_address 10.200.5.5 lies inside cluster_pod_cidr")
+    assert_refused(run_site(inv),
+                   'host node2: cluster_node_address = "10.200.5.5": lies inside cluster_pod_cidr 10.200.0.0/16')
 
 
 def test_preflight_names_a_missing_address(tmp_path):
     inv = inventory(tmp_path, GOOD, {}, addresses={"node1": "not-an-ip"})
-    assert_refused(run_site(inv), 'host node1: cluster_node_address = "not-an-ip" is not an IP address')
+    assert_refused(run_site(inv), 'host node1: cluster_node_address = "not-an-ip": must be an IPv4 address')

@@ -1,0 +1,829 @@
+# Copyright: hardway.kubernetes contributors
+# Apache License 2.0 (see LICENSE)
+"""The checks behind the preflight action: every input, every rule, all problems at once.
+
+Pure functions of plain data (argument specs, rules, values, facts), so that
+they are unit-tested without Ansible. The action plugin
+(plugins/action/preflight.py) gathers the values and calls them.
+
+Three layers:
+
+- ``option_problems``: one option against its argument spec (type, elements,
+  suboptions, choices) and its preflight rule (range, format, keys).
+- ``host_problems``: the rules that tie one host's values together (its
+  address is one of its own, swap and kubelet agree, ports do not collide).
+- ``cluster_problems``: the rules across hosts and groups (groups present,
+  etcd size, networks, unique names and addresses, room for every node's pod
+  subnet, cluster-wide settings equal on every host, version pins).
+
+Every problem is a ``Problem`` naming the variable, the value and the rule;
+``render`` folds equal problems of several hosts into one line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import namedtuple
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11 on the controller: TOML is then not parsed
+    tomllib = None
+
+Problem = namedtuple('Problem', 'var value rule host')
+
+BOOL_TRUE = frozenset(['y', 'yes', 'on', '1', 'true', 't'])
+BOOL_FALSE = frozenset(['n', 'no', 'off', '0', 'false', 'f'])
+
+_LABEL = r'[a-z0-9]([-a-z0-9]*[a-z0-9])?'
+_SUBDOMAIN_RE = re.compile(r'^%s(\.%s)*$' % (_LABEL, _LABEL))
+_LABEL_RE = re.compile(r'^%s$' % _LABEL)
+_HOSTNAME_RE = re.compile(r'^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$')
+_FLAG_RE = re.compile(r'^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)*$')
+_SYSCTL_RE = re.compile(r'^[a-z0-9_][a-z0-9_-]*([./][a-z0-9_][a-z0-9_.-]*)+$')
+_PACKAGE_RE = re.compile(r'^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$')
+_MODULE_RE = re.compile(r'^[A-Za-z0-9_-]+$')
+_PATH_RE = re.compile(r'^/[A-Za-z0-9._/@+:-]*$')
+_QUANTITY_RE = re.compile(r'^([+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$')
+_IMAGE_RE = re.compile(
+    r'^((?:[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(?::[0-9]+)?/)?'
+    r'[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*'
+    r'(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$')
+_QUALIFIED_RE = re.compile(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?'
+                           r'[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')
+_LABEL_VALUE_RE = re.compile(r'^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$')
+_VERSION_RE = re.compile(r'^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$')
+
+
+# ------------------------------------------------------------------ formats
+# Each returns None when the value is fine, or what it should be.
+
+def _ipv4(value):
+    try:
+        addr = ipaddress.IPv4Address(value)
+    except (ipaddress.AddressValueError, ValueError, TypeError):
+        return 'must be an IPv4 address such as 192.0.2.10'
+    if addr.is_unspecified or addr.is_multicast or str(addr) == '255.255.255.255':
+        return 'must be a host address (not 0.0.0.0, a multicast or the broadcast address)'
+    return None
+
+
+def _ip(value):
+    try:
+        ipaddress.ip_address(value)
+    except (ValueError, TypeError):
+        return 'must be an IP address'
+    return None
+
+
+def _ipv4_network(value):
+    if '/' not in value:
+        return 'must be an IPv4 network in CIDR form such as 10.200.0.0/16'
+    try:
+        net = ipaddress.IPv4Network(value, strict=False)
+    except (ipaddress.AddressValueError, ipaddress.NetmaskValueError, ValueError):
+        return 'must be an IPv4 network in CIDR form such as 10.200.0.0/16'
+    if str(net) != value:
+        return 'has host bits set: the network is %s' % net
+    return None
+
+
+def _network(value):
+    if '/' not in value:
+        return 'must be a network in CIDR form such as 192.168.0.0/24'
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return 'must be a network in CIDR form such as 192.168.0.0/24'
+    if str(net) != value:
+        return 'has host bits set: the network is %s' % net
+    return None
+
+
+def _dns_subdomain(value):
+    if len(value) > 253 or not _SUBDOMAIN_RE.match(value) or any(len(p) > 63 for p in value.split('.')):
+        return ('must be a DNS name: lower-case letters, digits, "-" and ".", labels of at most 63 characters, '
+                'at most 253 in all')
+    return None
+
+
+def _dns_label(value):
+    if len(value) > 63 or not _LABEL_RE.match(value):
+        return 'must be a DNS label: lower-case letters, digits and "-", at most 63 characters'
+    return None
+
+
+def _node_name(value):
+    if len(value) > 63 or not _SUBDOMAIN_RE.match(value):
+        return ('is the Kubernetes node name and must be lower-case letters, digits, "-" and "." '
+                '(at most 63 characters)')
+    return None
+
+
+def _hostname(value):
+    if len(value) > 253 or not _HOSTNAME_RE.match(value):
+        return 'must be a DNS name (a leading "*." is allowed)'
+    return None
+
+
+def _host(value):
+    if _ip(value) is None or _hostname(value) is None:
+        return None
+    return 'must be an IP address or a DNS name'
+
+
+def _abs_path(value):
+    if not _PATH_RE.match(value) or '//' in value or '/../' in value + '/' or '/./' in value + '/':
+        return ('must be an absolute path of letters, digits and ._-@+: (no spaces, no "..", no "//"), '
+                'since it is written into unit files and configs')
+    if value != '/' and value.endswith('/'):
+        return 'must not end with "/"'
+    return None
+
+
+def _dir(value):
+    problem = _abs_path(value)
+    if problem is None and value == '/':
+        return 'must not be "/"'
+    return problem
+
+
+def _url(value, schemes=('http', 'https')):
+    match = re.match(r'^([a-z][a-z0-9+.-]*)://([^/?#\s]*)([^\s]*)$', value)
+    if not match or match.group(1) not in schemes:
+        return 'must be a URL starting with %s' % ' or '.join(s + '://' for s in schemes)
+    if match.group(1) != 'file' and not match.group(2):
+        return 'must name a host'
+    if match.group(1) != 'file':
+        host, _sep, port = match.group(2).rpartition(':')
+        if _sep and not host.endswith(']'):
+            if not port.isdigit() or not 1 <= int(port) <= 65535:
+                return 'has an invalid port %r' % port
+    return None
+
+
+def _http_url(value):
+    return _url(value)
+
+
+def _mirror(value):
+    if value == '' or value.startswith('/'):
+        return None if value == '' else _abs_path(value.rstrip('/') or '/')
+    return _url(value, ('http', 'https', 'file'))
+
+
+def _image(value):
+    if len(value) > 255 or not _IMAGE_RE.match(value):
+        return 'must be an image reference such as registry.k8s.io/pause:3.10.2'
+    return None
+
+
+def _quantity(value):
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not _QUANTITY_RE.match(str(value)):
+        return 'must be a Kubernetes quantity such as 100m, 256Mi or 2'
+    return None
+
+
+def _flag_name(value):
+    if value.startswith('-'):
+        return 'is written without the leading "--"'
+    if not _FLAG_RE.match(value):
+        return 'must be a flag name: lower-case letters, digits and "-"'
+    return None
+
+
+def _flag_value(value):
+    if value is None or isinstance(value, (str, int, float, bool)):
+        if isinstance(value, str) and ('\n' in value or '\r' in value):
+            return 'must be on one line'
+        return None
+    if isinstance(value, (list, dict)):
+        items = value if isinstance(value, list) else list(value.keys()) + list(value.values())
+        if all(isinstance(v, (str, int, float, bool)) for v in items):
+            return None
+    return 'must be a string, number, boolean, ~ (to remove the flag), or a flat list or dict of those'
+
+
+def _sysctl_name(value):
+    if not _SYSCTL_RE.match(value):
+        return 'must be a sysctl name such as net.ipv4.ip_forward'
+    return None
+
+
+def _sysctl_value(value):
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and (
+            not value.strip() or '\n' in value)):
+        return 'must be a number or a one-line string'
+    return None
+
+
+def _package(value):
+    if not _PACKAGE_RE.match(value):
+        return 'must be a Debian package name (optionally name=version)'
+    return None
+
+
+def _kernel_module(value):
+    if not _MODULE_RE.match(value):
+        return 'must be a kernel module name (letters, digits, "_" and "-")'
+    return None
+
+
+def _etcd_prefix(value):
+    if not re.match(r'^(/[A-Za-z0-9._-]+)+$', value):
+        return 'must be an etcd key prefix such as /coreos.com/network: starting with "/", no trailing "/", no spaces'
+    if value == '/registry' or value.startswith('/registry/'):
+        return 'must lie outside /registry, where the API server keeps the cluster'
+    return None
+
+
+def _qualified_name(value):
+    name = value.rsplit('/', 1)[-1]
+    if len(name) > 63 or len(value) > 316 or not _QUALIFIED_RE.match(value):
+        return 'must be a qualified name such as node-role.kubernetes.io/control-plane'
+    return None
+
+
+def _label_value(value):
+    if len(value) > 63 or not _LABEL_VALUE_RE.match(value):
+        return 'must be a label value: at most 63 letters, digits, "-", "_" and "."'
+    return None
+
+
+def _toml(value):
+    if tomllib is None or not value.strip():
+        return None
+    try:
+        tomllib.loads(value)
+    except tomllib.TOMLDecodeError as exc:
+        return 'is not valid TOML (%s)' % exc
+    return None
+
+
+def _coredns_upstream(value):
+    if value == '' or value.startswith('/'):
+        return None if value == '' else _abs_path(value)
+    for item in value.split():
+        target = re.sub(r'^(dns|tls)://', '', item)
+        host, _sep, port = target.rpartition(':') if target.count(':') == 1 else (target, '', '')
+        if _ip(host) is not None or (port and (not port.isdigit() or not 1 <= int(port) <= 65535)):
+            return ('must be empty, a resolv.conf path, or addresses such as "192.0.2.53 192.0.2.54:53" '
+                    '(%r is none of those)' % item)
+    return None
+
+
+def _version(value):
+    if not _VERSION_RE.match(value):
+        return 'must be a version such as 1.37.1'
+    return None
+
+
+FORMATS = {
+    'ipv4': _ipv4, 'ip': _ip, 'ipv4_network': _ipv4_network, 'network': _network,
+    'dns_subdomain': _dns_subdomain, 'dns_label': _dns_label, 'node_name': _node_name,
+    'hostname': _hostname, 'host': _host, 'abs_path': _abs_path, 'dir': _dir,
+    'url': _http_url, 'mirror': _mirror, 'image': _image, 'quantity': _quantity,
+    'flag_name': _flag_name, 'flag_value': _flag_value, 'sysctl_name': _sysctl_name,
+    'sysctl_value': _sysctl_value, 'package': _package, 'kernel_module': _kernel_module,
+    'etcd_prefix': _etcd_prefix, 'qualified_name': _qualified_name, 'label_value': _label_value,
+    'toml': _toml, 'coredns_upstream': _coredns_upstream, 'version': _version,
+}
+# Formats that judge any value, not only strings.
+_ANY_TYPE_FORMATS = frozenset(['flag_value', 'quantity', 'sysctl_value'])
+
+
+def format_problem(fmt, value):
+    """What is wrong with ``value`` for the named format, or None."""
+    check = FORMATS[fmt]
+    if fmt not in _ANY_TYPE_FORMATS and not isinstance(value, str):
+        return 'must be a string'
+    return check(value)
+
+
+# ------------------------------------------------------------------ types
+
+def as_bool(value):
+    """The boolean Ansible reads from ``value``, or None when it is none."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in BOOL_TRUE | BOOL_FALSE:
+        return value.strip().lower() in BOOL_TRUE
+    return None
+
+
+def as_int(value):
+    """The integer in ``value`` (an int, or a string of digits from the command line), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.match(r'^\s*[-+]?[0-9]+\s*$', value):
+        return int(value)
+    return None
+
+
+_TYPE_WORDS = {'str': 'a string', 'int': 'a whole number', 'bool': 'a boolean (true or false)',
+               'list': 'a list', 'dict': 'a dict', 'float': 'a number', 'path': 'a path (a string)',
+               'raw': 'any value'}
+
+
+def convert(value, type_name):
+    """(ok, converted) for ``value`` read as the argument-spec type ``type_name``, strictly.
+
+    Stricter than Ansible's own conversion on purpose: the roles use the
+    variable as it is, so a string where a list belongs would be iterated
+    letter by letter, and a dict where a string belongs printed as text.
+    """
+    if type_name in ('str', 'path'):
+        if isinstance(value, str):
+            return True, value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value)
+        return False, None
+    if type_name == 'int':
+        number = as_int(value)
+        return number is not None, number
+    if type_name == 'float':
+        if isinstance(value, bool):
+            return False, None
+        try:
+            return True, float(value)
+        except (TypeError, ValueError):
+            return False, None
+    if type_name == 'bool':
+        flag = as_bool(value)
+        return flag is not None, flag
+    if type_name == 'list':
+        return isinstance(value, list), value
+    if type_name == 'dict':
+        return isinstance(value, dict), value
+    return True, value
+
+
+def kind(value):
+    """The YAML word for the type of ``value`` (whatever wrapper class carries it)."""
+    for word, types in (('a boolean', bool), ('a whole number', int), ('a number', float), ('a string', str),
+                        ('a list', (list, tuple)), ('a dict', dict)):
+        if isinstance(value, types):
+            return word
+    return 'null' if value is None else type(value).__name__
+
+
+def short(value, limit=60):
+    """``value`` as it appears in a message: quoted strings, cut when long."""
+    text = repr(value) if not isinstance(value, str) else '"%s"' % value.replace('\n', '\\n').replace('\r', '\\r')
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def spec_problems(name, value, spec):
+    """(problems, converted) for a value against its argument spec: type, elements, options, choices."""
+    problems = []
+    type_name = spec.get('type', 'str')
+    ok, converted = convert(value, type_name)
+    if not ok:
+        return ['must be %s, not %s' % (_TYPE_WORDS.get(type_name, type_name), kind(value))], None
+    choices = spec.get('choices')
+    if choices and type_name != 'list' and converted not in choices:
+        problems.append('must be one of %s' % ', '.join(str(c) for c in choices))
+    if type_name == 'list':
+        elements = spec.get('elements')
+        fixed = []
+        for index, item in enumerate(converted):
+            where = '%s[%d]' % (name, index)
+            if elements:
+                item_ok, item = convert(item, elements)
+                if not item_ok:
+                    problems.append('%s = %s must be %s' % (where, short(item), _TYPE_WORDS.get(elements, elements)))
+                    continue
+            if choices and item not in choices:
+                problems.append('%s = %s must be one of %s' % (where, short(item), ', '.join(str(c) for c in choices)))
+            if elements == 'dict' and spec.get('options'):
+                for sub in suboption_problems(where, item, spec['options']):
+                    problems.append(sub)
+            fixed.append(item)
+        converted = fixed
+    elif type_name == 'dict' and spec.get('options'):
+        problems.extend(suboption_problems(name, converted, spec['options']))
+    return problems, converted
+
+
+def suboption_problems(where, item, options):
+    problems = []
+    unknown = sorted(set(item) - set(options))
+    if unknown:
+        problems.append('%s has unknown keys %s (known: %s)' % (where, ', '.join(map(str, unknown)),
+                                                                 ', '.join(sorted(options))))
+    for key, sub in options.items():
+        if key not in item or item[key] is None:
+            if sub.get('required'):
+                problems.append('%s needs the key %s' % (where, key))
+            continue
+        sub_problems, _converted = spec_problems('%s.%s' % (where, key), item[key], sub)
+        problems.extend('%s.%s %s' % (where, key, p) if not p.startswith(where) else p for p in sub_problems)
+    return problems
+
+
+# ------------------------------------------------------------------ rules
+
+def rule_problems(name, value, rule):
+    """What breaks the preflight rule of one option (its value already has the right type)."""
+    problems = []
+    if value is None:
+        return problems
+    if 'min' in rule and value < rule['min'] or 'max' in rule and value > rule['max']:
+        problems.append('must be from %s to %s%s' % (rule.get('min', '-'), rule.get('max', '-'),
+                                                     ' (%s)' % rule['why'] if rule.get('why') else ''))
+    if rule.get('format'):
+        allow_empty = rule.get('empty') and value == ''
+        problem = None if allow_empty else format_problem(rule['format'], value)
+        if problem:
+            problems.append(problem)
+    if rule.get('nonempty') and not value:
+        problems.append('must not be empty')
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if rule.get('keys') and key not in rule['keys']:
+                problems.append('has the unknown key %s (known: %s)' % (short(key), ', '.join(rule['keys'])))
+                continue
+            if rule.get('key_format'):
+                problem = format_problem(rule['key_format'], key) if isinstance(key, str) else 'must be a string'
+                if problem:
+                    problems.append('key %s %s' % (short(key), problem))
+            if rule.get('value_format'):
+                problem = format_problem(rule['value_format'], item)
+                if problem:
+                    problems.append('%s = %s %s' % (short(key), short(item), problem))
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if rule.get('element_format'):
+                problem = format_problem(rule['element_format'], item)
+                if problem:
+                    problems.append('[%d] = %s %s' % (index, short(item), problem))
+            if isinstance(item, dict):
+                for key, fmt in (rule.get('element_keys') or {}).items():
+                    if key in item and item[key] is not None:
+                        problem = format_problem(fmt, item[key])
+                        if problem:
+                            problems.append('[%d].%s = %s %s' % (index, key, short(item[key]), problem))
+    return problems
+
+
+def option_problems(name, value, spec, rule=None):
+    """Every problem of one option as (converted value, [rule text]); the text does not repeat name and value."""
+    problems, converted = spec_problems(name, value, spec)
+    if not problems and rule:
+        problems = rule_problems(name, converted, rule)
+    return converted, problems
+
+
+# ------------------------------------------------------------------ flannel
+
+FLANNEL_BACKENDS = ('vxlan', 'host-gw')
+
+
+def flannel_config_problems(config, pod_cidr=None, subnet_len=None):
+    """What is wrong with a flannel network config (the JSON in <prefix>/config), as flannel itself would judge it.
+
+    Flannel reads Network (IPv4 CIDR), SubnetLen (default 24 when the network is
+    /22 or larger), SubnetMin/SubnetMax inside the network and aligned to
+    SubnetLen, and the backend. ``pod_cidr``/``subnet_len``, when given, must be
+    what the config says: the rest of the cluster is built on them.
+    """
+    problems = []
+    if not isinstance(config, dict):
+        return ['must be a dict like {Network: 10.200.0.0/16, SubnetLen: 24, Backend: {Type: vxlan}}']
+    unknown = sorted(set(config) - {'Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'Backend', 'EnableIPv4',
+                                    'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'EnableNFTables'})
+    if unknown:
+        problems.append('has unknown keys %s' % ', '.join(map(str, unknown)))
+    network = config.get('Network')
+    net = None
+    if not isinstance(network, str) or _ipv4_network(network):
+        problems.append('Network = %s %s' % (short(network), _ipv4_network(network) if isinstance(network, str)
+                                             else 'must be an IPv4 network in CIDR form'))
+    else:
+        net = ipaddress.IPv4Network(network)
+    length = as_int(config.get('SubnetLen', 24 if net is None or net.prefixlen <= 22 else None))
+    if length is None:
+        problems.append('SubnetLen = %s must be a whole number (flannel needs it for networks smaller than /22)'
+                        % short(config.get('SubnetLen')))
+    elif net is not None:
+        if length <= net.prefixlen:
+            problems.append('SubnetLen = %d must be longer than the prefix of Network %s' % (length, network))
+        elif length > 30:
+            problems.append('SubnetLen = %d must be at most 30 (a node subnet needs room for pods)' % length)
+        else:
+            subnets = list(net.subnets(new_prefix=length)) if length - net.prefixlen <= 16 else None
+            for key in ('SubnetMin', 'SubnetMax'):
+                if key not in config:
+                    continue
+                value = config[key]
+                try:
+                    addr = ipaddress.IPv4Address(value)
+                except (ValueError, TypeError):
+                    problems.append('%s = %s must be an IPv4 address' % (key, short(value)))
+                    continue
+                if addr not in net:
+                    problems.append('%s = %s lies outside Network %s' % (key, value, network))
+                elif int(addr) & ((1 << (32 - length)) - 1):
+                    problems.append('%s = %s is not the start of a /%d subnet' % (key, value, length))
+            if subnets is not None and len(subnets) < 3 and 'SubnetMin' not in config:
+                problems.append('Network %s holds only %d subnets of /%d; flannel leaves the first and the last '
+                                'unused, so no node would get one' % (network, len(subnets), length))
+    if pod_cidr is not None and network != pod_cidr:
+        problems.append('Network = %s must be cluster_pod_cidr (%s)' % (short(network), pod_cidr))
+    if subnet_len is not None and length is not None and length != as_int(subnet_len):
+        problems.append('SubnetLen = %s must be cluster_pod_subnet_len (%s)' % (length, subnet_len))
+    backend = config.get('Backend', {'Type': 'udp'})
+    if not isinstance(backend, dict):
+        problems.append('Backend = %s must be a dict such as {Type: vxlan}' % short(backend))
+        return problems
+    kind = backend.get('Type')
+    if kind not in FLANNEL_BACKENDS:
+        problems.append('Backend.Type = %s must be one of %s' % (short(kind), ', '.join(FLANNEL_BACKENDS)))
+    if kind == 'vxlan':
+        vni = as_int(backend.get('VNI', 1))
+        if vni is None or not 1 <= vni <= 9999999:
+            problems.append('Backend.VNI = %s must be from 1 to 9999999 (24-bit VNI, and the device flannel.<VNI> '
+                            'must fit 15 characters)' % short(backend.get('VNI')))
+        port = as_int(backend.get('Port', 8472))
+        if port is None or not 1 <= port <= 65535:
+            problems.append('Backend.Port = %s must be a port from 1 to 65535' % short(backend.get('Port')))
+        known = {'Type', 'VNI', 'Port', 'GBP', 'DirectRouting', 'MTU', 'MacPrefix', 'Learning'}
+    else:
+        known = {'Type'}
+    extra = sorted(set(backend) - known)
+    if extra and kind in FLANNEL_BACKENDS:
+        problems.append('Backend has keys %s that the %s backend does not read' % (', '.join(map(str, extra)), kind))
+    return problems
+
+
+# ------------------------------------------------------------------ hosts
+
+def address_problems(address, facts):
+    """Whether ``address`` is one of the host's own IPv4 addresses (from its facts)."""
+    own = facts.get('all_ipv4_addresses')
+    if not own or address in own:
+        return []
+    return ['is not an address of this host (it has %s)' % ', '.join(own)]
+
+
+def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd):
+    """Rules that tie one host's effective values together; ``values`` are already of the right types."""
+    out = []
+
+    def add(var, rule):
+        out.append(Problem(var, values.get(var), rule, host))
+
+    addr = values.get('cluster_node_address')
+    if isinstance(addr, str) and _ipv4(addr) is None:
+        for problem in address_problems(addr, facts):
+            add('cluster_node_address', problem + '; set cluster_node_address to the one other hosts reach')
+    if runs_pods:
+        if values.get('kubelet_fail_swap_on') is True and values.get('node_disable_swap') is False:
+            add('kubelet_fail_swap_on', 'is true while node_disable_swap is false: kubelet would refuse to start '
+                'on a host with swap on')
+        iface = values.get('flannel_iface')
+        if isinstance(iface, str) and iface:
+            if _ip(iface) is None:
+                for problem in address_problems(iface, facts):
+                    add('flannel_iface', problem)
+            elif facts.get('interfaces') and iface not in facts['interfaces']:
+                add('flannel_iface', 'is neither an address nor an interface of this host (interfaces: %s)'
+                    % ', '.join(sorted(facts['interfaces'])))
+        public = values.get('flannel_public_ip')
+        if public is not None and not isinstance(public, str) or isinstance(public, str) and _ipv4(public):
+            add('flannel_public_ip', 'must be an IPv4 address')
+    out.extend(Problem(var, values.get(var), rule, host) for var, rule in setting_problems(values))
+    # Ports of the collection's daemons on one host must differ.
+    ports = {}
+    if is_etcd:
+        ports['etcd_client_port'] = values.get('etcd_client_port')
+        ports['etcd_peer_port'] = values.get('etcd_peer_port')
+        metrics = values.get('etcd_metrics_url')
+        if isinstance(metrics, str):
+            port = re.match(r'^https?://[^/]*:([0-9]+)', metrics)
+            if port:
+                ports['etcd_metrics_url'] = int(port.group(1))
+    if is_control_plane:
+        ports['cluster_apiserver_port'] = values.get('cluster_apiserver_port')
+    if runs_pods:
+        ports['cluster_flannel_port'] = values.get('cluster_flannel_port')
+    seen = {}
+    for var, port in ports.items():
+        if isinstance(port, int):
+            if port in seen:
+                add(var, 'is the same port as %s (%d); each daemon on a host needs its own' % (seen[port], port))
+            else:
+                seen[port] = var
+    return out
+
+
+def setting_problems(values):
+    """[(variable, rule)] for settings that must agree with each other or with what a component accepts."""
+    out = []
+    service = _as_network(values.get('cluster_service_cidr'))
+    if service is not None and not 12 <= service.prefixlen <= 28:
+        out.append(('cluster_service_cidr', 'must be a /12 to /28: kube-apiserver refuses a larger range, and '
+                    'cluster DNS takes its tenth address'))
+    client, cluster_client = values.get('etcd_client_port'), values.get('cluster_etcd_client_port')
+    if isinstance(client, int) and isinstance(cluster_client, int) and client != cluster_client:
+        out.append(('etcd_client_port', 'differs from cluster_etcd_client_port (%d), which the API server and '
+                    'flannel connect to: set cluster_etcd_client_port instead' % cluster_client))
+    renew = values.get('pki_renew_before_days')
+    for var in ('pki_cert_lifetime_days', 'pki_ca_lifetime_days'):
+        lifetime = values.get(var)
+        if isinstance(renew, int) and isinstance(lifetime, int) and renew >= lifetime:
+            out.append(('pki_renew_before_days', 'must be shorter than %s (%d), or every run would re-issue'
+                        % (var, lifetime)))
+    cert, ca = values.get('pki_cert_lifetime_days'), values.get('pki_ca_lifetime_days')
+    if isinstance(cert, int) and isinstance(ca, int) and cert > ca:
+        out.append(('pki_cert_lifetime_days', 'is longer than pki_ca_lifetime_days (%d): a certificate cannot '
+                    'outlive the CA that signs it' % ca))
+    vni, port = values.get('cluster_flannel_vni'), values.get('cluster_flannel_port')
+    config = values.get('flannel_network_config')
+    if isinstance(config, dict) and isinstance(config.get('Backend'), dict):
+        backend = config['Backend']
+        if isinstance(vni, int) and backend.get('VNI') is not None and as_int(backend['VNI']) != vni:
+            out.append(('flannel_network_config', 'sets Backend.VNI %s, but cluster_flannel_vni is %d'
+                        % (backend['VNI'], vni)))
+        if isinstance(port, int) and backend.get('Port') is not None and as_int(backend['Port']) != port:
+            out.append(('flannel_network_config', 'sets Backend.Port %s, but cluster_flannel_port is %d'
+                        % (backend['Port'], port)))
+    return out
+
+
+# ------------------------------------------------------------------ cluster
+
+def overlap_problems(named):
+    """Overlaps between named networks: [(name_a, cidr_a, name_b, cidr_b)]."""
+    nets = []
+    for name, cidr in named:
+        try:
+            nets.append((name, cidr, ipaddress.ip_network(cidr, strict=False)))
+        except (ValueError, TypeError):
+            continue
+    out = []
+    for i, (name_a, cidr_a, net_a) in enumerate(nets):
+        for name_b, cidr_b, net_b in nets[i + 1:]:
+            if net_a.version == net_b.version and net_a.overlaps(net_b):
+                out.append((name_a, cidr_a, name_b, cidr_b))
+    return out
+
+
+def cluster_problems(hosts, groups, settings):
+    """Rules across hosts and groups.
+
+    ``hosts``: {host: {'values': {...}, 'network': CIDR or '', 'reachable': bool}}; ``groups``:
+    the inventory's groups; ``settings``: the effective cluster-wide values (of the first host).
+    """
+    out = []
+
+    def add(var, value, rule, host=None):
+        out.append(Problem(var, value, rule, host))
+
+    cp_group = settings.get('cluster_control_plane_group')
+    etcd_group = settings.get('cluster_etcd_group')
+    worker_group = settings.get('cluster_worker_group')
+    required = [('cluster_control_plane_group', cp_group), ('cluster_etcd_group', etcd_group)]
+    if not settings.get('cluster_control_plane_kubelet'):
+        required.append(('cluster_worker_group', worker_group))
+    for var, group in required:
+        if not isinstance(group, str):
+            continue
+        if group not in groups:
+            add(var, group, 'names the inventory group "%s", which is missing (a cluster needs at least one '
+                'host in it)' % group)
+        elif not groups[group]:
+            add(var, group, 'names the inventory group "%s", which is empty (a cluster needs at least one host '
+                'in it)' % group)
+    etcd = groups.get(etcd_group) or []
+    if etcd and len(etcd) % 2 == 0:
+        add('cluster_etcd_group', etcd_group, 'group "%s" has %d members (%s): etcd needs an odd number (1, 3, 5) '
+            'to keep quorum' % (etcd_group, len(etcd), ', '.join(etcd)))
+    if len(etcd) > 7:
+        add('cluster_etcd_group', etcd_group, 'group "%s" has %d members: more than 7 etcd members slow every '
+            'write down; use 3 or 5' % (etcd_group, len(etcd)))
+    unreachable = sorted(h for h, data in hosts.items() if not data.get('reachable', True))
+    for host in unreachable:
+        add('host', host, 'did not answer (unreachable or facts not gathered): every host must be reachable',
+            host)
+
+    # Cluster-wide values must be the same on every host.
+    for var in sorted(settings):
+        if var in ('cluster_node_address', 'cluster_node_name'):
+            continue
+        differing = sorted(h for h, data in hosts.items()
+                           if var in data.get('values', {}) and data['values'][var] != settings[var])
+        if differing:
+            add(var, settings[var], 'is cluster-wide but differs on %s: set it once for every host (group_vars/all)'
+                % ', '.join(differing))
+
+    pod_cidr = settings.get('cluster_pod_cidr')
+    service_cidr = settings.get('cluster_service_cidr')
+    subnet_len = settings.get('cluster_pod_subnet_len')
+    pod_net = _as_network(pod_cidr)
+    if pod_net is not None and isinstance(subnet_len, int):
+        if subnet_len <= pod_net.prefixlen:
+            add('cluster_pod_subnet_len', subnet_len, 'must be longer than the prefix of cluster_pod_cidr (%s)'
+                % pod_cidr)
+        elif subnet_len - pod_net.prefixlen < 24:
+            room = 2 ** (subnet_len - pod_net.prefixlen) - 2
+            pod_hosts = _pod_hosts(groups, settings)
+            if len(pod_hosts) > room:
+                add('cluster_pod_subnet_len', subnet_len, 'leaves room for %d node subnets in cluster_pod_cidr %s '
+                    '(flannel keeps the first and the last), but %d hosts run pods'
+                    % (max(room, 0), pod_cidr, len(pod_hosts)))
+    named = [('cluster_pod_cidr', pod_cidr), ('cluster_service_cidr', service_cidr)]
+    for name, cidr in sorted((settings.get('preflight_reserved_networks') or {}).items()):
+        named.append(('preflight_reserved_networks.%s' % name, cidr))
+    host_nets = [('the network of host %s' % h, data['network']) for h, data in sorted(hosts.items())
+                 if data.get('network')]
+    for name_a, cidr_a, name_b, cidr_b in overlap_problems(named + host_nets):
+        if name_a.startswith('the network of host') and name_b.startswith('the network of host'):
+            continue
+        if name_a.startswith('the network of host'):
+            name_a, cidr_a, name_b, cidr_b = name_b, cidr_b, name_a, cidr_a
+        add(name_a, cidr_a, 'overlaps %s %s' % (name_b, cidr_b))
+    for h, data in sorted(hosts.items()):
+        addr = data.get('values', {}).get('cluster_node_address')
+        for var, cidr in (('cluster_pod_cidr', pod_cidr), ('cluster_service_cidr', service_cidr)):
+            net = _as_network(cidr)
+            if net is not None and isinstance(addr, str) and _ipv4(addr) is None \
+                    and ipaddress.ip_address(addr) in net:
+                add('cluster_node_address', addr, 'lies inside %s %s' % (var, cidr), h)
+    # Names and addresses identify one host each.
+    for var in ('cluster_node_name', 'cluster_node_address'):
+        owners = {}
+        for h, data in sorted(hosts.items()):
+            value = data.get('values', {}).get(var)
+            if isinstance(value, str) and value:
+                owners.setdefault(value, []).append(h)
+        for value, members in sorted(owners.items()):
+            if len(members) > 1:
+                add(var, value, 'is the same on hosts %s: each host needs its own' % ', '.join(members))
+
+    versions = settings.get('cluster_versions')
+    known = settings.get('cluster_known_versions')
+    if isinstance(versions, dict) and isinstance(known, dict):
+        for component in sorted(set(known) - set(versions)):
+            add('cluster_versions', component, 'has no pin for %s (pins known: %s)'
+                % (component, ', '.join(map(str, known[component]))))
+        for component, version in sorted(versions.items()):
+            if component not in known:
+                add('cluster_versions.%s' % component, version, 'is not a component of this collection (components: '
+                    '%s)' % ', '.join(sorted(known)))
+            elif str(version) not in [str(v) for v in known[component] or []]:
+                add('cluster_versions.%s' % component, version, 'is not a version this collection knows checksums '
+                    'for (known: %s)' % ', '.join(map(str, known[component])))
+    return out
+
+
+def _as_network(cidr):
+    if not isinstance(cidr, str) or _ipv4_network(cidr):
+        return None
+    return ipaddress.IPv4Network(cidr)
+
+
+def _pod_hosts(groups, settings):
+    hosts = list(groups.get(settings.get('cluster_worker_group')) or [])
+    if settings.get('cluster_control_plane_kubelet'):
+        hosts += [h for h in groups.get(settings.get('cluster_control_plane_group')) or [] if h not in hosts]
+    return hosts
+
+
+# ------------------------------------------------------------------ messages
+
+def problem(var, value, rule, host=None):
+    return Problem(var, value, rule, host)
+
+
+def render(problems, all_hosts):
+    """Message lines: one per distinct (variable, value, rule), naming the hosts unless it is every host."""
+    grouped = {}
+    order = []
+    for p in problems:
+        key = (p.var, short(p.value, 80), p.rule)
+        if key not in grouped:
+            grouped[key] = []
+            order.append(key)
+        if p.host is not None and p.host not in grouped[key]:
+            grouped[key].append(p.host)
+    lines = []
+    everyone = sorted(all_hosts)
+    for key in order:
+        var, value, rule = key
+        hosts = grouped[key]
+        prefix = ''
+        if hosts and (sorted(hosts) != everyone or len(everyone) == 1):
+            prefix = '%s %s: ' % ('host' if len(hosts) == 1 else 'hosts', ', '.join(hosts))
+        if var == 'host':
+            lines.append('%s%s' % (prefix, rule))
+        else:
+            lines.append('%s%s = %s: %s' % (prefix, var, value, rule))
+    return lines

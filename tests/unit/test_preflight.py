@@ -1,0 +1,198 @@
+"""The preflight checks (plugins/plugin_utils/preflight.py) on plain data.
+
+Every bad value that tests/unit/preflight_cases.py generates from the argument
+specs and the rules is refused here on its own, with a message naming the
+option and the value; the lab test sends the same values through site.yml.
+"""
+
+from __future__ import annotations
+
+import pytest
+from ansible_collections.hardway.kubernetes.plugins.plugin_utils import preflight as checks
+from preflight_cases import generated_cases, load_defaults, load_rules, load_specs
+
+SPECS = load_specs()
+RULES = load_rules()
+CASES = generated_cases()
+
+
+def messages(name, value):
+    spec = SPECS[name][1]
+    _converted, problems = checks.option_problems(name, value, spec, RULES.get(name))
+    return checks.render([checks.Problem(name, value, p, None) for p in problems], [])
+
+
+@pytest.mark.parametrize('case', CASES, ids=[c.name for c in CASES])
+def test_every_generated_bad_value_is_refused(case):
+    (name, value), = (case.group_vars or case.host_vars[1]).items()
+    lines = messages(name, value)
+    assert lines, f'no problem found for {name} = {value!r}'
+    for expected in case.expect:
+        assert any(expected in line for line in lines), (expected, lines)
+
+
+def test_every_option_has_generated_cases():
+    covered = {c.option for c in CASES}
+    assert set(SPECS) - covered == set(), 'options without a generated bad value'
+    assert len(CASES) > 200
+
+
+def test_defaults_pass_their_own_checks():
+    defaults = load_defaults()
+    for name, (_role, spec) in SPECS.items():
+        value = defaults.get(name)
+        if value is None or isinstance(value, str) and '{{' in value or _templated(value):
+            continue
+        _converted, problems = checks.option_problems(name, value, spec, RULES.get(name))
+        assert problems == [], (name, value, problems)
+
+
+def _templated(value):
+    if isinstance(value, dict):
+        return any(_templated(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_templated(v) for v in value)
+    return isinstance(value, str) and '{{' in value
+
+
+@pytest.mark.parametrize('value,ok', [
+    (True, True), ('yes', True), ('false', True), (1, True), ('maybe', False), (2, False), ('', False),
+])
+def test_bool_is_read_like_ansible(value, ok):
+    assert (checks.as_bool(value) is not None) == ok
+
+
+def test_int_accepts_digits_from_the_command_line():
+    assert checks.convert('6443', 'int') == (True, 6443)
+    assert checks.convert(True, 'int') == (False, None)
+    assert checks.convert('a,b', 'list') == (False, 'a,b')
+
+
+@pytest.mark.parametrize('fmt,good', [
+    ('ipv4', '172.29.0.11'), ('ipv4_network', '10.200.0.0/16'), ('dns_subdomain', 'cluster.local'),
+    ('image', 'registry.k8s.io/pause:3.10.2'), ('image', 'hardway.local/busybox:1.35.0'),
+    ('image', 'localhost:5000/a/b@sha256:' + 'a' * 64), ('quantity', '256Mi'), ('quantity', 100),
+    ('url', 'https://dl.k8s.io'), ('url', 'http://127.0.0.1:2381'), ('mirror', 'file:///srv/mirror'),
+    ('mirror', '/srv/mirror'), ('etcd_prefix', '/coreos.com/network'), ('qualified_name', 'node-role.kubernetes.io/x'),
+    ('coredns_upstream', '/etc/resolv.conf'), ('coredns_upstream', '192.0.2.53 192.0.2.54:5353'),
+    ('hostname', '*.apps.example.com'), ('toml', '[plugins]\nx = 1\n'), ('sysctl_name', 'net.ipv4.ip_forward'),
+    ('package', 'iptables'), ('flag_value', ['a', 'b']), ('flag_value', None), ('dir', '/var/lib/etcd'),
+])
+def test_formats_accept_good_values(fmt, good):
+    assert checks.format_problem(fmt, good) is None
+
+
+def test_flannel_rules():
+    good = {'Network': '10.200.0.0/16', 'SubnetLen': 24, 'Backend': {'Type': 'vxlan', 'VNI': 1, 'Port': 8472}}
+    assert checks.flannel_config_problems(good, '10.200.0.0/16', 24) == []
+    assert checks.flannel_config_problems(dict(good, SubnetLen='24')) == []
+    bad = checks.flannel_config_problems(dict(good, SubnetLen=16))
+    assert any('SubnetLen = 16 must be longer' in p for p in bad)
+    bad = checks.flannel_config_problems(dict(good, SubnetLen=31))
+    assert any('at most 30' in p for p in bad)
+    bad = checks.flannel_config_problems(dict(good, Network='10.200.0.0/23', SubnetLen=24))
+    assert any('no node would get one' in p for p in bad)
+    bad = checks.flannel_config_problems(dict(good, SubnetMin='10.201.0.0'))
+    assert any('lies outside Network' in p for p in bad)
+    bad = checks.flannel_config_problems(dict(good, SubnetMax='10.200.3.7'))
+    assert any('not the start of a /24' in p for p in bad)
+    bad = checks.flannel_config_problems(dict(good, Backend={'Type': 'vxlan', 'VNI': 16777215}))
+    assert any('Backend.VNI' in p for p in bad)
+    bad = checks.flannel_config_problems(dict(good, Backend={'Type': 'vxlan', 'Port': 0}))
+    assert any('Backend.Port' in p for p in bad)
+    assert checks.flannel_config_problems('x')
+    assert any('must be cluster_pod_cidr' in p for p in checks.flannel_config_problems(good, '10.100.0.0/16', 24))
+
+
+HOSTS = {
+    'cp1': {'values': {'cluster_node_address': '172.29.0.11', 'cluster_node_name': 'cp1'}, 'network': '172.29.0.0/24'},
+    'w1': {'values': {'cluster_node_address': '172.29.0.21', 'cluster_node_name': 'w1'}, 'network': '172.29.0.0/24'},
+    'w2': {'values': {'cluster_node_address': '172.29.0.22', 'cluster_node_name': 'w2'}, 'network': '172.29.0.0/24'},
+}
+GROUPS = {'control_plane': ['cp1'], 'etcd': ['cp1'], 'workers': ['w1', 'w2']}
+SETTINGS = {'cluster_control_plane_group': 'control_plane', 'cluster_etcd_group': 'etcd',
+            'cluster_worker_group': 'workers', 'cluster_control_plane_kubelet': False,
+            'cluster_pod_cidr': '10.200.0.0/16', 'cluster_pod_subnet_len': 24, 'cluster_service_cidr': '10.32.0.0/24'}
+
+
+def cluster(hosts=None, groups=None, **settings):
+    problems = checks.cluster_problems(hosts or HOSTS, groups or GROUPS, dict(SETTINGS, **settings))
+    return checks.render(problems, list(hosts or HOSTS))
+
+
+def test_a_good_cluster_has_no_problem():
+    assert cluster() == []
+
+
+def test_groups_and_etcd_size():
+    assert cluster(groups={'control_plane': ['cp1'], 'etcd': ['cp1', 'w1'], 'workers': ['w1', 'w2']}) == [
+        'cluster_etcd_group = "etcd": group "etcd" has 2 members (cp1, w1): etcd needs an odd number (1, 3, 5) '
+        'to keep quorum']
+    lines = cluster(groups={'control_plane': ['cp1'], 'etcd': ['cp1']})
+    assert lines == ['cluster_worker_group = "workers": names the inventory group "workers", which is missing '
+                     '(a cluster needs at least one host in it)']
+    assert cluster(groups={'control_plane': ['cp1'], 'etcd': ['cp1']}, cluster_control_plane_kubelet=True) == []
+
+
+def test_networks_and_room_for_nodes():
+    assert any('overlaps cluster_service_cidr' in line for line in cluster(cluster_service_cidr='10.200.1.0/24'))
+    assert any('overlaps the network of host' in line for line in cluster(cluster_pod_cidr='172.29.0.0/16'))
+    assert any('leaves room for 2 node subnets' in line
+               for line in cluster(cluster_pod_cidr='10.200.0.0/22', cluster_pod_subnet_len=24,
+                                   groups=dict(GROUPS, workers=['w1', 'w2', 'w3'])))
+    lines = cluster(preflight_reserved_networks={'vpn': '10.32.0.0/20'})
+    assert lines == ['cluster_service_cidr = "10.32.0.0/24": overlaps preflight_reserved_networks.vpn 10.32.0.0/20']
+
+
+def test_hosts_must_differ_and_settings_must_not():
+    hosts = dict(HOSTS, w2={'values': {'cluster_node_address': '172.29.0.21', 'cluster_node_name': 'w1',
+                                       'cluster_pod_cidr': '10.100.0.0/16'}, 'network': ''})
+    lines = cluster(hosts=hosts)
+    assert 'cluster_node_address = "172.29.0.21": is the same on hosts w1, w2: each host needs its own' in lines
+    assert 'cluster_node_name = "w1": is the same on hosts w1, w2: each host needs its own' in lines
+    assert any(line.startswith('cluster_pod_cidr = "10.200.0.0/16": is cluster-wide but differs on w2')
+               for line in lines)
+
+
+def test_unreachable_host_is_named():
+    hosts = dict(HOSTS, w2={'reachable': False})
+    assert cluster(hosts=hosts) == ['host w2: did not answer (unreachable or facts not gathered): every host must '
+                                    'be reachable']
+
+
+def test_versions():
+    known = {'etcd': ['3.6.16'], 'runc': ['1.4.3']}
+    lines = cluster(cluster_versions={'etcd': '3.6.1', 'flannel': '1'}, cluster_known_versions=known)
+    assert lines == ['cluster_versions = "runc": has no pin for runc (pins known: 1.4.3)',
+                     'cluster_versions.etcd = "3.6.1": is not a version this collection knows checksums for '
+                     '(known: 3.6.16)',
+                     'cluster_versions.flannel = "1": is not a component of this collection (components: etcd, runc)']
+
+
+def test_host_rules():
+    values = {'cluster_node_address': '10.0.0.5', 'kubelet_fail_swap_on': True, 'node_disable_swap': False,
+              'flannel_iface': 'eth7', 'etcd_client_port': 2379, 'etcd_peer_port': 2379,
+              'etcd_metrics_url': 'http://127.0.0.1:2381', 'cluster_apiserver_port': 6443,
+              'cluster_flannel_port': 8472, 'cluster_etcd_client_port': 2379}
+    facts = {'all_ipv4_addresses': ['10.0.0.6'], 'interfaces': ['lo', 'eth0']}
+    lines = checks.render(checks.host_problems('h', values, facts, True, True, True), ['h', 'x'])
+    assert 'host h: cluster_node_address = "10.0.0.5": is not an address of this host (it has 10.0.0.6); set ' \
+           'cluster_node_address to the one other hosts reach' in lines
+    assert any('kubelet_fail_swap_on = True: is true while node_disable_swap is false' in line for line in lines)
+    assert any('flannel_iface = "eth7": is neither an address nor an interface' in line for line in lines)
+    assert any('etcd_peer_port = 2379: is the same port as etcd_client_port' in line for line in lines)
+
+
+def test_settings_that_must_agree():
+    values = {'cluster_service_cidr': '10.0.0.0/8', 'etcd_client_port': 2479, 'cluster_etcd_client_port': 2379,
+              'pki_renew_before_days': 400, 'pki_cert_lifetime_days': 365, 'pki_ca_lifetime_days': 300}
+    found = dict(checks.setting_problems(values))
+    assert set(found) == {'cluster_service_cidr', 'etcd_client_port', 'pki_renew_before_days',
+                          'pki_cert_lifetime_days'}
+
+
+def test_render_folds_hosts():
+    problems = [checks.Problem('x', 1, 'is bad', 'a'), checks.Problem('x', 1, 'is bad', 'b'),
+                checks.Problem('y', 2, 'is bad', 'a')]
+    assert checks.render(problems, ['a', 'b']) == ['x = 1: is bad', 'host a: y = 2: is bad']
+    assert checks.render(problems, ['a', 'b', 'c']) == ['hosts a, b: x = 1: is bad', 'host a: y = 2: is bad']
