@@ -55,8 +55,11 @@ sanity: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
+# The integration tests bring up the bare lab set "itest" and leave it
+# running between tests; it goes once they are done, passed or not.
 integration: setup mirror
-	$(PY) -m pytest -q tests/integration
+	@status=0; $(PY) -m pytest -q tests/integration || status=$$?; \
+	  python3 tests/testbed/lab.py down --name itest; exit $$status
 
 testbed: setup mirror
 	$(PY) -m pytest -q tests/testbed

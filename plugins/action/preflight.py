@@ -27,10 +27,11 @@ _CROSS_FIELD = ('etcd_client_port', 'etcd_peer_port', 'etcd_metrics_url', 'kubel
                 'node_disable_swap', 'flannel_iface', 'flannel_public_ip', 'flannel_network_config',
                 'preflight_reserved_networks')
 
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(('scope', 'roles', 'rules', 'result_var', 'supported_os'))
+    _VALID_ARGS = frozenset(('scope', 'roles', 'rules', 'config_fields', 'result_var', 'supported_os'))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -109,7 +110,11 @@ class ActionModule(ActionBase):
     def _host(self, task_vars, args):
         host = task_vars.get('inventory_hostname')
         roles, problems = self._roles(task_vars, args.get('roles'), host)
-        rules = args.get('rules') or {}
+        rules = dict(args.get('rules') or {})
+        for name, rule in list(rules.items()):
+            if isinstance(rule, dict) and isinstance(rule.get('fields'), str):
+                names = (args.get('config_fields') or {}).get(rule['fields'], [])
+                rules[name] = dict(rule, fields={'type': rule['fields'], 'names': names})
         specs = self._specs(task_vars, roles)
         defaults = {}
         for role in set(role for role, _spec in specs.values()):
@@ -148,8 +153,8 @@ class ActionModule(ActionBase):
         def member(var):
             return host in (groups.get(values.get(var)) or [])
 
-        runs_pods = member('cluster_worker_group') or (values.get('cluster_control_plane_kubelet') is True
-                                                      and member('cluster_control_plane_group'))
+        kubelet_on_control_plane = values.get('cluster_control_plane_kubelet') is True
+        runs_pods = member('cluster_worker_group') or kubelet_on_control_plane and member('cluster_control_plane_group')
         problems += checks.host_problems(host, values, facts, runs_pods, member('cluster_control_plane_group'),
                                          member('cluster_etcd_group'))
         if runs_pods and 'flannel_network_config' in values and 'cluster_pod_cidr' in values:

@@ -39,10 +39,16 @@ options:
     default: []
   rules:
     description:
-      - What the argument specs cannot say, by option name (see C(roles/preflight/vars/main.yml)).
+      - What the argument specs cannot say, by option name (see C(roles/preflight/vars/main/rules.yml)).
       - Keys C(min), C(max), C(why), C(format), C(empty), C(nonempty), C(keys), C(key_format),
         C(value_format), C(element_format), C(element_keys); the key C(_cluster_wide) lists options that
         must be equal on every host besides the C(cluster_*) ones.
+    type: dict
+    default: {}
+  config_fields:
+    description:
+      - Configuration type -> the names of its top-level fields, for the rules that say C(fields) (a dict
+        option may set only those), such as C(KubeletConfiguration) for C(kubelet_config_overrides).
     type: dict
     default: {}
   supported_os:
@@ -104,6 +110,7 @@ def main():
         'scope': {'type': 'str', 'choices': ['host', 'cluster'], 'default': 'host'},
         'roles': {'type': 'list', 'elements': 'str', 'default': []},
         'rules': {'type': 'dict', 'default': {}},
+        'config_fields': {'type': 'dict', 'default': {}},
         'supported_os': {'type': 'dict', 'default': {}},
         'result_var': {'type': 'str', 'default': '_preflight_host'},
     }, supports_check_mode=True)

@@ -273,6 +273,19 @@ def _coredns_upstream(value):
     return None
 
 
+def _sha256(value):
+    if not re.match(r'^[0-9a-f]{64}$', value):
+        return 'must be a sha256 digest: 64 lower-case hexadecimal digits'
+    return None
+
+
+def _artifact_path(value):
+    if not re.match(r'^[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)+$', value) or '/../' in value + '/':
+        return ('must be an artifact path below its download site, as in the lock file, such as '
+                'dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet')
+    return None
+
+
 def _version(value):
     if not _VERSION_RE.match(value):
         return 'must be a version such as 1.37.1'
@@ -287,7 +300,8 @@ FORMATS = {
     'flag_name': _flag_name, 'flag_value': _flag_value, 'sysctl_name': _sysctl_name,
     'sysctl_value': _sysctl_value, 'package': _package, 'kernel_module': _kernel_module,
     'etcd_prefix': _etcd_prefix, 'qualified_name': _qualified_name, 'label_value': _label_value,
-    'toml': _toml, 'coredns_upstream': _coredns_upstream, 'version': _version,
+    'toml': _toml, 'coredns_upstream': _coredns_upstream, 'version': _version, 'sha256': _sha256,
+    'artifact_path': _artifact_path,
 }
 # Formats that judge any value, not only strings.
 _ANY_TYPE_FORMATS = frozenset(['flag_value', 'quantity', 'sysctl_value'])
@@ -416,8 +430,8 @@ def suboption_problems(where, item, options):
     problems = []
     unknown = sorted(set(item) - set(options))
     if unknown:
-        problems.append('%s has unknown keys %s (known: %s)' % (where, ', '.join(map(str, unknown)),
-                                                                 ', '.join(sorted(options))))
+        problems.append('%s has unknown keys %s (known: %s)'
+                        % (where, ', '.join(map(str, unknown)), ', '.join(sorted(options))))
     for key, sub in options.items():
         if key not in item or item[key] is None:
             if sub.get('required'):
@@ -445,6 +459,12 @@ def rule_problems(name, value, rule):
             problems.append(problem)
     if rule.get('nonempty') and not value:
         problems.append('must not be empty')
+    if isinstance(value, dict) and isinstance(rule.get('fields'), dict):
+        known = rule['fields']['names']
+        for key in value:
+            if key not in known:
+                problems.append('sets %s, which %s does not have: the daemon would refuse its configuration file'
+                                % (short(key), rule['fields']['type']))
     if isinstance(value, dict):
         for key, item in value.items():
             if rule.get('keys') and key not in rule['keys']:

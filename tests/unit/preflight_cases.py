@@ -3,7 +3,7 @@
 Every option of every role preflight checks (roles/*/meta/argument_specs.yml,
 entry point main) gets invalid values derived from what its spec declares
 (type, elements, suboptions, choices) and from its rule in
-roles/preflight/vars/main.yml (range, format, keys): nothing here is a
+roles/preflight/vars/main/rules.yml (range, format, keys): nothing here is a
 hand-picked list of options, so a new option is covered the day it is
 declared. The rules that tie values together (networks, hosts, groups,
 ports, versions) get the cases in ``cross_cases``, built from the same data
@@ -62,6 +62,8 @@ BAD_FORMAT = {
     'toml': ['[plugins\nbroken = '],
     'coredns_upstream': ['not-an-address', '192.0.2.1:99999'],
     'version': ['latest', 'v1'],
+    'sha256': ['abc123', 'A' * 64],
+    'artifact_path': ['kubelet', '/abs/kubelet'],
 }
 
 
@@ -101,7 +103,14 @@ def load_specs() -> dict:
 
 
 def load_rules() -> dict:
-    return yaml.safe_load((REPO / 'roles/preflight/vars/main.yml').read_text())['_preflight_rules']
+    """The rules as the preflight action sees them (a ``fields`` name resolved to its field list)."""
+    rules = yaml.safe_load((REPO / 'roles/preflight/vars/main/rules.yml').read_text())['_preflight_rules']
+    fields = yaml.safe_load((REPO / 'roles/preflight/vars/main/config_fields.yml').read_text())
+    for name, rule in rules.items():
+        if isinstance(rule, dict) and isinstance(rule.get('fields'), str):
+            rules[name] = dict(rule, fields={'type': rule['fields'],
+                                             'names': fields['_preflight_config_fields'][rule['fields']]})
+    return rules
 
 
 def load_defaults() -> dict:
@@ -166,6 +175,8 @@ def option_cases(name: str, spec: dict, rule: dict | None, default) -> list[Case
             add(bad, 'bad {}'.format(rule['format']))
     if rule.get('nonempty'):
         add('', 'empty')
+    if rule.get('fields'):
+        add({'notAField': 1}, 'field the configuration does not have', expect='sets "notAField"')
     if rule.get('keys'):
         add({'not-a-key': '1'}, 'unknown key', expect='unknown key "not-a-key"')
     if rule.get('key_format'):
