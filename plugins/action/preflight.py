@@ -25,7 +25,7 @@ from ansible_collections.hardway.kubernetes.plugins.plugin_utils import prefligh
 # Values the cross-host and cross-field rules read, besides every cluster_* option.
 _CROSS_FIELD = ('etcd_client_port', 'etcd_peer_port', 'etcd_metrics_url', 'kubelet_fail_swap_on',
                 'node_disable_swap', 'flannel_iface', 'flannel_public_ip', 'flannel_network_config',
-                'preflight_reserved_networks')
+                'preflight_reserved_networks', 'etcd_extra_flags', 'etcd_auth_enabled')
 
 
 class ActionModule(ActionBase):

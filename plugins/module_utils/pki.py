@@ -196,11 +196,16 @@ def normalize_certificate(item, index=0, authority_names=()):
                        % (where, ' and '.join(USAGES), usage))
     dns_names = _str_list(item, 'dns_names', where)
     ips = [normalize_ip(v, where) for v in _str_list(item, 'ip_addresses', where)]
+    organization = _str_list(item, 'organization', where)
+    # no common name (a subject of organizations only): etcd's JSON gateway refuses client
+    # certificates that carry one while etcd authentication is on
+    if item.get('common_name') == '' and not organization:
+        raise PKIError('%s: a certificate without common_name needs an organization' % where)
     return {
         'name': item['name'],
         'ca': ca,
-        'common_name': _check_text(item, 'common_name', where),
-        'organization': _str_list(item, 'organization', where),
+        'common_name': '' if item.get('common_name') == '' else _check_text(item, 'common_name', where),
+        'organization': organization,
         'dns_names': _dedupe(dns_names, key=str.lower),
         'ip_addresses': _dedupe(ips),
         'usage': [u for u in USAGES if u in usage],
@@ -467,8 +472,8 @@ def certificate_reasons(spec, found, ca_cert, now, renew_before, ca_replaced=Fal
     if found.key is not None and not key_matches_cert(found.key, cert):
         reasons.append('key does not match certificate')
     cns = subject_values(cert, NameOID.COMMON_NAME)
-    if cns != [spec['common_name']]:
-        reasons.append('common name is %s, want %s' % (_fmt_list(cns), spec['common_name']))
+    if cns != ([spec['common_name']] if spec['common_name'] else []):
+        reasons.append('common name is %s, want %s' % (_fmt_list(cns), spec['common_name'] or 'none'))
     orgs = subject_values(cert, NameOID.ORGANIZATION_NAME)
     if sorted(orgs) != sorted(spec['organization']):
         reasons.append('organization is %s, want %s' % (_fmt_list(orgs), _fmt_list(spec['organization'])))
@@ -574,7 +579,8 @@ def plan_keypair(spec, found):
 
 def _name(common_name, organizations=()):
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    if common_name:
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     return x509.Name(attrs)
 
 

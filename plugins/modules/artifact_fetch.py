@@ -7,17 +7,28 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: artifact_fetch
-short_description: Download files into a local cache, verify them against published checksums, unpack archives
+short_description: Download files into a local cache, verify them against locked or published checksums, unpack archives
 description:
   - Keeps a local cache of downloaded files (binaries, release archives, image archives) in one
     task, where a loop of M(ansible.builtin.get_url) and M(ansible.builtin.unarchive) costs a
     module run per file and hashes every cached file again on every run.
-  - For each item the published checksum file at O(items[].checksum_url) is read on every run (the
-    site is the source of truth), and O(items[].dest) is kept only when its sha256 equals the
-    published one. Otherwise the file is downloaded to a temporary file next to O(items[].dest),
-    hashed while it streams in, and renamed over O(items[].dest) only when its sha256 matches; a
-    mismatch fails the task and leaves O(items[].dest) as it was. Missing parent directories are
-    created with mode C(0755); downloaded files get mode C(0644).
+  - Each item must have an expected sha256. It is the one pinned in O(checksums) for the item's
+    O(items[].key), if any; otherwise the one recorded in the lock file O(lock_file), if any;
+    otherwise (the first fetch) the one its site publishes in the checksum file at
+    O(items[].checksum_url). The checksum file is read on every run unless the digest is pinned,
+    and an item whose lock entry differs from the published digest fails, naming both digests,
+    before anything is downloaded.
+  - O(items[].dest) is kept only when its sha256 is the expected one. Otherwise the file is
+    downloaded to a temporary file next to O(items[].dest), hashed while it streams in, and renamed
+    over O(items[].dest) only when its sha256 matches; a mismatch fails the task, naming the file,
+    both digests and where the expected one comes from, and leaves O(items[].dest) as it was.
+    Missing parent directories are created with mode C(0755); downloaded files get mode C(0644).
+  - With O(lock_file), the sha256 of every item verified in the run (by download or in the cache)
+    is recorded there by O(items[].key), the way C(go.sum) records Go modules, so that every later
+    fetch (a new cache, another controller) must match it. Entries are only ever added (or replaced
+    by a digest pinned in O(checksums)), never removed; a failed item records nothing, the other
+    items are recorded all the same. The file is JSON, sorted, one entry a line, meant to be
+    committed with the inventory.
   - The sha256 of a cached file bigger than 1 MiB is kept in a sidecar file C(<dest>.sha256cache)
     (C(<mtime_ns> <size> <hexdigest>), the cache that M(hardway.kubernetes.install_files) uses for
     its sources), trusted while the file's modification time and size are unchanged. A run where
@@ -78,6 +89,35 @@ options:
             the archive is unpacked. It cannot contain an O(items[].dest) or another item's
             O(items[].extract_dir).
         type: path
+      key:
+        description:
+          - The identity of the file in O(lock_file) and O(checksums), unique among O(items). Give
+            a name that stays the same whichever site or mirror the file comes from and that
+            changes with its version and architecture, such as its path below the download site
+            (V(dl.k8s.io/release/v1.33.1/bin/linux/amd64/kubelet)).
+          - Defaults to the host and path of O(items[].url) (for a V(file://) URL, its path without
+            the leading C(/)).
+        type: str
+  lock_file:
+    description:
+      - The lock file, read at the start and updated at the end of the run (see the description).
+        A missing file is an empty lock; missing parent directories are created with mode
+        C(0700), since it normally lives in the controller's state directory.
+      - When not set, nothing is locked, and the published checksums (or O(checksums)) decide.
+    type: path
+  checksums:
+    description:
+      - sha256 digests pinned by the operator, by O(items[].key). They take precedence over
+        O(lock_file) and over the published checksum files, which are not read for a pinned item;
+        a pinned digest replaces a different entry in O(lock_file) once the file is verified.
+      - A key that no item has is reported in a warning.
+    type: dict
+    default: {}
+  checksums_label:
+    description:
+      - How messages name O(checksums), for example the variable the digests come from.
+    type: str
+    default: checksums
   timeout:
     description:
       - Timeout in seconds of each network operation (connecting, and each read).
@@ -98,13 +138,15 @@ attributes:
   check_mode:
     support: full
     description:
-      - Reads the checksum files and compares the cache, reports what would be downloaded and
-        unpacked, and writes nothing (no sidecar either).
+      - Reads the checksum files and the lock file and compares the cache, reports what would be
+        downloaded, unpacked and recorded in the lock file, and writes nothing (no sidecar, no
+        lock file either).
   diff_mode:
     support: full
     description:
       - A before/after listing of the items that change, with the reasons (digests and
-        directories, never file contents).
+        directories, never file contents); and the lock file's text before and after, when it
+        changes.
   platform:
     support: full
     platforms: posix
@@ -113,6 +155,8 @@ notes:
   - A Jinja expression reaches the returned RV(items) as C(result['items']), since C(result.items) is
     the dictionary method of that name.
   - Add C(*.sha256cache) to the C(.gitignore) of a repository holding the cache.
+  - To accept a new digest for a file whose lock entry no longer matches what its site publishes,
+    pin it in O(checksums) or remove its line from O(lock_file).
 seealso:
   - module: ansible.builtin.get_url
   - module: ansible.builtin.unarchive
@@ -136,13 +180,22 @@ EXAMPLES = r"""
   run_once: true
   register: fetched
 
-- name: A mirror in a local directory
+- name: A mirror in a local directory, digests locked in the state directory, one pinned
   hardway.kubernetes.artifact_fetch:
     items:
+      - name: kubelet
+        key: dl.k8s.io/release/v1.33.1/bin/linux/amd64/kubelet
+        url: file:///srv/mirror/dl.k8s.io/release/v1.33.1/bin/linux/amd64/kubelet
+        checksum_url: file:///srv/mirror/dl.k8s.io/release/v1.33.1/bin/linux/amd64/kubelet.sha256
+        dest: "{{ cache_dir }}/kubelet"
       - name: pause image
+        key: images/pause-3.10.tar
         url: file:///srv/mirror/images/pause-3.10.tar
         checksum_url: file:///srv/mirror/images/pause-3.10.tar.sha256
         dest: "{{ cache_dir }}/images/pause-3.10.tar"
+    lock_file: "{{ inventory_dir }}/.hardway/kubernetes/artifacts.lock"
+    checksums:
+      images/pause-3.10.tar: 1f6a4cf7e9b3a1c0d5e8f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d4e6f8a0b2c4
   delegate_to: localhost
   run_once: true
 
@@ -165,6 +218,8 @@ items:
       reason: dest missing
       changed: true
       sha256: 0b0d8e0c1b0a8e3a8e6f2f6d5d2ad5f0d4c2a7b2f9e3f0e1e9e4d1a2c3b4a5f6
+      key: dl.k8s.io/release/v1.33.1/bin/linux/amd64/kubelet
+      expected_from: lock file
       dest: /home/me/.cache/hardway/artifacts/kubelet
       extract_dir: null
     etcd:
@@ -172,6 +227,8 @@ items:
       reason: no marker in extract_dir
       changed: true
       sha256: 4a1c8e7d0b6f5e3c2d1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c
+      key: github.com/etcd-io/etcd/releases/download/v3.6.1/etcd-v3.6.1-linux-amd64.tar.gz
+      expected_from: checksum file
       dest: /home/me/.cache/hardway/artifacts/etcd-v3.6.1-linux-amd64.tar.gz
       extract_dir: /home/me/.cache/hardway/artifacts/etcd-v3.6.1
   contains:
@@ -190,7 +247,15 @@ items:
       description: Whether the item changed (or would change, in check mode).
       type: bool
     sha256:
-      description: The published sha256 of the file, which O(items[].dest) now has.
+      description: The expected sha256 of the file (see RV(items.expected_from)), which O(items[].dest) now has.
+      type: str
+    key:
+      description: The file's O(items[].key).
+      type: str
+    expected_from:
+      description:
+        - Where RV(items.sha256) comes from, V(checksums) (pinned), V(lock file) (the published
+          checksum was read too, and is the same) or V(checksum file) (the first fetch).
       type: str
     dest:
       description: The cached file, as an absolute path.
@@ -198,6 +263,30 @@ items:
     extract_dir:
       description: The directory the archive is unpacked in, as an absolute path; null for a plain file.
       type: str
+lock:
+  description:
+    - What happened to O(lock_file) (in check mode, what would happen; nothing is written).
+  returned: when O(lock_file) is set
+  type: dict
+  sample:
+    path: /home/me/ops/inventories/mycluster/.hardway/kubernetes/artifacts.lock
+    added:
+      images/pause-3.10.tar: 0b0d8e0c1b0a8e3a8e6f2f6d5d2ad5f0d4c2a7b2f9e3f0e1e9e4d1a2c3b4a5f6
+    replaced: {}
+    changed: true
+  contains:
+    path:
+      description: The lock file, as an absolute path.
+      type: str
+    added:
+      description: The entries recorded in this run, sha256 by O(items[].key).
+      type: dict
+    replaced:
+      description: The entries replaced by a different digest pinned in O(checksums), new sha256 by O(items[].key).
+      type: dict
+    changed:
+      description: Whether the lock file changed (or would change, in check mode).
+      type: bool
 """
 
 import os  # noqa: E402
@@ -213,6 +302,17 @@ from urllib.request import url2pathname  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.urls import Request, make_context  # noqa: E402
 
+from ansible_collections.hardway.kubernetes.plugins.module_utils.artifact_lock import (  # noqa: E402
+    FROM_LOCK,
+    FROM_PIN,
+    LockError,
+    default_key,
+    expectation,
+    lock_mismatch,
+    normalize_digests,
+    read_lock,
+    record_verified,
+)
 from ansible_collections.hardway.kubernetes.plugins.module_utils.files import write_atomic  # noqa: E402
 from ansible_collections.hardway.kubernetes.plugins.module_utils.install import (  # noqa: E402
     SIDECAR_MIN_SIZE,
@@ -283,10 +383,15 @@ def parse_checksum(text, filename):
 class Fetcher:
     """Processes the items; :meth:`run` is called once per item, from worker threads."""
 
-    def __init__(self, timeout, validate_certs, check_mode):
+    def __init__(self, timeout, validate_certs, check_mode, pins=None, lock=None, lock_file=None,
+                 pins_label='checksums'):
         self.timeout = timeout
         self.validate_certs = validate_certs
         self.check_mode = check_mode
+        self.pins = pins or {}
+        self.lock = lock or {}
+        self.lock_file = lock_file
+        self.pins_label = pins_label
         self._context = None
         self._lock = threading.Lock()
 
@@ -339,7 +444,30 @@ class Fetcher:
         except (OSError, InstallError) as exc:
             raise FetchError('%s: cannot read dest: %s' % (item['name'], describe_error(exc))) from None
 
-    def download(self, item, expected):
+    def expected_sha256(self, item):
+        """(sha256, where from) the item must have: pinned, locked or published (see artifact_lock).
+
+        The checksum file is read unless the digest is pinned; a locked
+        digest must be the one it publishes.
+        """
+        digest, origin = expectation(item['key'], self.pins, self.lock)
+        if origin == FROM_PIN:
+            return digest, origin
+        published = self.published_sha256(item)
+        if origin == FROM_LOCK and published != digest:
+            raise FetchError(lock_mismatch(item['name'], item['key'], item['url'], item['checksum_url'],
+                                           published, digest, self.lock_file, self.pins_label))
+        return published, origin
+
+    def origin_text(self, item, origin):
+        """Where the expected digest of ``item`` comes from, for messages."""
+        if origin == FROM_PIN:
+            return 'pinned in %s' % self.pins_label
+        if origin == FROM_LOCK:
+            return 'from the lock file %s' % self.lock_file
+        return 'from the checksum file %s' % item['checksum_url']
+
+    def download(self, item, expected, origin):
         """Download url to dest, verified against ``expected``, then record the digest in the sidecar."""
         dest, url = item['dest'], item['url']
         try:
@@ -348,19 +476,21 @@ class Fetcher:
             raise FetchError('%s: cannot create the directory of %s: %s' % (item['name'], dest, _why(exc))) from None
         try:
             with self.open(url) as response:
-                write_atomic(dest, VerifyingReader(response, expected, '%s: %s' % (item['name'], url)), 0o644)
+                what = '%s: %s (%s)' % (item['name'], item['key'], url)
+                write_atomic(dest, VerifyingReader(response, expected, what), 0o644)
         except InstallError as exc:
-            raise FetchError('%s (checksum from %s); dest %s left as it was'
-                             % (exc, item['checksum_url'], dest)) from None
+            raise FetchError('%s (%s); dest %s left as it was'
+                             % (exc, self.origin_text(item, origin), dest)) from None
         except Exception as exc:  # noqa: BLE001 - network and file system errors of every kind
             raise FetchError('%s: cannot download %s to %s: %s' % (item['name'], url, dest, _why(exc))) from None
         remember_sha256(dest, expected)
 
     def run(self, item):
         """Bring one item up to date (in check mode: find out what that takes); returns its result."""
-        expected = self.published_sha256(item)
+        expected, origin = self.expected_sha256(item)
         current = self.cached_sha256(item)
         result = {'action': 'unchanged', 'reason': UP_TO_DATE, 'changed': False, 'sha256': expected,
+                  'key': item['key'], 'expected_from': origin,
                   'dest': item['dest'], 'extract_dir': item['extract_dir'],
                   'before': [], 'after': []}
         reasons = []
@@ -370,7 +500,7 @@ class Fetcher:
             result['before'].append('%s: %s' % (item['dest'], 'absent' if current is None else 'sha256 ' + current))
             result['after'].append('%s: sha256 %s from %s' % (item['dest'], expected, item['url']))
             if not self.check_mode:
-                self.download(item, expected)
+                self.download(item, expected, origin)
         unpack = False
         if item['extract_dir']:
             marker = read_marker(item['extract_dir'])
@@ -520,8 +650,12 @@ def argument_spec():
                 'checksum_url': {'type': 'str', 'required': True},
                 'dest': {'type': 'path', 'required': True},
                 'extract_dir': {'type': 'path'},
+                'key': {'type': 'str', 'no_log': False},
             },
         },
+        'lock_file': {'type': 'path'},
+        'checksums': {'type': 'dict', 'default': {}},
+        'checksums_label': {'type': 'str', 'default': 'checksums'},
         'timeout': {'type': 'int', 'default': 60},
         'validate_certs': {'type': 'bool', 'default': True},
         'parallel': {'type': 'int', 'default': 4},
@@ -536,6 +670,7 @@ def normalize_items(items):
     """Validate the items; returns them with absolute, normalised paths. Raises FetchError."""
     result = []
     names = set()
+    keys = {}
     for index, item in enumerate(items):
         name = item['name']
         label = 'items[%d] (%s)' % (index, name)
@@ -551,10 +686,15 @@ def normalize_items(items):
                                  % (label, option, item[option]))
         if not url_filename(item['url']):
             raise FetchError('%s: url %s names no file' % (label, item['url']))
+        key = item.get('key') or default_key(item['url'])
+        if key in keys:
+            raise FetchError('%s: key %s is also the key of %s' % (label, key, keys[key]))
+        keys[key] = label
         extract_dir = item.get('extract_dir')
         result.append({
             'name': name,
             'label': label,
+            'key': key,
             'url': item['url'],
             'checksum_url': item['checksum_url'],
             'dest': os.path.normpath(os.path.abspath(item['dest'])),
@@ -585,8 +725,19 @@ def main():
         items = normalize_items(params['items'])
     except FetchError as exc:
         module.fail_json(msg=str(exc))
+    lock_file = params['lock_file'] and os.path.normpath(os.path.abspath(params['lock_file']))
+    try:
+        pins = normalize_digests(params['checksums'], params['checksums_label'])
+        lock = read_lock(lock_file) if lock_file else {}
+    except LockError as exc:
+        module.fail_json(msg=str(exc))
+    unused = sorted(set(pins) - {item['key'] for item in items})
+    if unused:
+        module.warn('%s pins a digest for %s, which no item fetches (items are known by their key, such as %s)'
+                    % (params['checksums_label'], ', '.join(unused), items[0]['key'] if items else 'a URL path'))
 
-    fetcher = Fetcher(params['timeout'], params['validate_certs'], module.check_mode)
+    fetcher = Fetcher(params['timeout'], params['validate_certs'], module.check_mode,
+                      pins=pins, lock=lock, lock_file=lock_file, pins_label=params['checksums_label'])
 
     def run(item):
         try:
@@ -616,14 +767,29 @@ def main():
         results[item['name']] = result
     changed = any(result['changed'] for result in results.values())
     output = {'changed': changed, 'items': results}
-    if module._diff and (before or after):
-        output['diff'] = {'before': ''.join(line + '\n' for line in before),
-                          'after': ''.join(line + '\n' for line in after),
-                          'before_header': 'artifact cache', 'after_header': 'artifact cache'}
-    if errors:
-        msg = errors[0]
+    diffs = []
+    if before or after:
+        diffs.append({'before': ''.join(line + '\n' for line in before),
+                      'after': ''.join(line + '\n' for line in after),
+                      'before_header': 'artifact cache', 'after_header': 'artifact cache'})
+    lock_error = None
+    if lock_file:
+        # Every verified digest goes into the lock, also when other items failed.
+        recorded = record_verified(lock_file, items, results.values(), set(pins), module.check_mode)
+        errors.extend(recorded['errors'])
+        lock_error = recorded['error']
+        output['lock'] = recorded['lock']
+        if recorded['diff']:
+            output['changed'] = True
+            diffs.append(recorded['diff'])
+    if module._diff and diffs:
+        output['diff'] = diffs[0] if len(diffs) == 1 else diffs
+    if errors or lock_error:
+        msg = errors[0] if errors else ''
         if len(errors) > 1:
             msg = '%d of %d items failed: %s' % (len(errors), len(items), ' | '.join(errors))
+        if lock_error:
+            msg = '%s | %s' % (msg, lock_error) if msg else lock_error
         module.fail_json(msg=msg, **output)
     module.exit_json(**output)
 

@@ -18,6 +18,10 @@ description:
     parsed documents are compared, so key order and spacing do not matter.
   - Writing a flannel network configuration whose C(Backend.Type) differs from the stored one is
     refused unless O(force=true), because every flanneld has to be restarted for such a change.
+  - With O(validate) the value is checked against the rules of what reads it before anything is
+    written, also in check mode; a bad value fails with a message naming each bad field and value.
+  - When etcd authentication is on, requests through the JSON gateway need O(user) and O(password),
+    since etcd maps client certificate names to users only for gRPC clients.
 author:
   - hardway.kubernetes developers (@hardway)
 options:
@@ -64,6 +68,27 @@ options:
     description: Write a flannel network configuration even when it changes C(Backend.Type).
     type: bool
     default: false
+  validate:
+    description:
+      - Check O(value) before writing it (with O(state=present)); the module fails, naming every bad
+        field, its value and the rule, and writes nothing.
+      - V(flannel_network) applies flannel v0.28's own rules for its network configuration
+        (C(<prefix>/config)) -- C(Network) an IPv4 network without host bits, C(SubnetLen) at most 30
+        and at least two more than the network's prefix (or the network /28 or larger without it),
+        C(SubnetMin)/C(SubnetMax) inside C(Network) and on a subnet boundary, the IPv6 twins when
+        C(EnableIPv6) is true, a C(Backend.Type) flanneld has, and for vxlan a C(VNI) whose device
+        name C(flannel.<VNI>) fits a Linux interface name and a C(Port) up to 65535 -- plus the JSON
+        types flannel decodes (a number given as a string is refused).
+    type: str
+    choices: [flannel_network]
+  user:
+    description:
+      - etcd user to log in as when etcd authentication is on; ignored while it is off.
+      - Needed through the JSON gateway, which never maps the client certificate's name to a user.
+    type: str
+  password:
+    description: Password of O(user).
+    type: str
 attributes:
   check_mode:
     support: full
@@ -81,11 +106,14 @@ EXAMPLES = r"""
     client_cert: /etc/etcd/flannel.pem
     client_key: /etc/etcd/flannel-key.pem
     key: /coreos.com/network/config
+    user: etcd-admin
+    password: "{{ lookup('ansible.builtin.file', 'etcd-admin-password') }}"
     value:
       Network: 10.200.0.0/16
       SubnetLen: 24
       Backend:
         Type: vxlan
+    validate: flannel_network
 
 - name: Flannel's subnet leases
   hardway.kubernetes.etcd_key:
@@ -147,10 +175,12 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import (  
     EtcdClient,
     EtcdError,
     backend_change,
+    VALIDATORS,
     backend_change_message,
     encode_value,
     parse_json,
     pretty,
+    validation_problems,
     values_equal,
 )
 from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient import ConfigError  # noqa: E402
@@ -167,6 +197,9 @@ def argument_spec():
         'client_key': {'type': 'path', 'no_log': False},
         'timeout': {'type': 'float', 'default': 10},
         'force': {'type': 'bool', 'default': False},
+        'validate': {'type': 'str', 'choices': sorted(VALIDATORS)},
+        'user': {'type': 'str'},
+        'password': {'type': 'str', 'no_log': True},
     }
 
 
@@ -242,9 +275,15 @@ def main():
             encode_value(params['value'])
         except (TypeError, ValueError) as exc:
             module.fail_json(msg='value: cannot be serialised as JSON: %s' % exc)
+        if params['validate']:
+            problems = validation_problems(params['validate'], params['value'])
+            if problems:
+                module.fail_json(msg='value: refusing to write %s (validate: %s): %s'
+                                 % (params['key'], params['validate'], '; '.join(problems)),
+                                 problems=problems)
     try:
         client = EtcdClient(params['endpoints'], params['ca_cert'], params['client_cert'],
-                            params['client_key'], params['timeout'])
+                            params['client_key'], params['timeout'], params['user'], params['password'])
     except ConfigError as exc:
         module.fail_json(msg=str(exc))
     try:

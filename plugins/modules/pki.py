@@ -83,7 +83,11 @@ options:
         type: str
         required: true
       common_name:
-        description: Common name (CN) of the subject. Kubernetes reads the user name from it.
+        description:
+          - Common name (CN) of the subject. Kubernetes reads the user name from it.
+          - V("") leaves it out (the subject then needs O(certificates[].organization)), for a client of
+            etcd's JSON gateway, which refuses certificates with a common name while etcd authentication
+            is on.
         type: str
         required: true
       organization:

@@ -26,6 +26,8 @@ import ipaddress
 import re
 from collections import namedtuple
 
+from ansible_collections.hardway.kubernetes.plugins.module_utils import flannel_config as flannel_rules
+
 try:
     import tomllib
 except ImportError:  # Python < 3.11 on the controller: TOML is then not parsed
@@ -503,83 +505,22 @@ def option_problems(name, value, spec, rule=None):
 
 # ------------------------------------------------------------------ flannel
 
-FLANNEL_BACKENDS = ('vxlan', 'host-gw')
-
-
 def flannel_config_problems(config, pod_cidr=None, subnet_len=None):
-    """What is wrong with a flannel network config (the JSON in <prefix>/config), as flannel itself would judge it.
+    """What is wrong with a flannel network config (the JSON in <prefix>/config).
 
-    Flannel reads Network (IPv4 CIDR), SubnetLen (default 24 when the network is
-    /22 or larger), SubnetMin/SubnetMax inside the network and aligned to
-    SubnetLen, and the backend. ``pod_cidr``/``subnet_len``, when given, must be
-    what the config says: the rest of the cluster is built on them.
+    flannel's own rules come from module_utils/flannel_config.py, which
+    etcd_key also applies before it writes; here, besides, the config must
+    say what the rest of the cluster is built on: ``pod_cidr`` and
+    ``subnet_len``, when given.
     """
-    problems = []
+    problems = list(flannel_rules.network_config_problems(config))
     if not isinstance(config, dict):
-        return ['must be a dict like {Network: 10.200.0.0/16, SubnetLen: 24, Backend: {Type: vxlan}}']
-    unknown = sorted(set(config) - {'Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'Backend', 'EnableIPv4',
-                                    'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'EnableNFTables'})
-    if unknown:
-        problems.append('has unknown keys %s' % ', '.join(map(str, unknown)))
-    network = config.get('Network')
-    net = None
-    if not isinstance(network, str) or _ipv4_network(network):
-        problems.append('Network = %s %s' % (short(network), _ipv4_network(network) if isinstance(network, str)
-                                             else 'must be an IPv4 network in CIDR form'))
-    else:
-        net = ipaddress.IPv4Network(network)
-    length = as_int(config.get('SubnetLen', 24 if net is None or net.prefixlen <= 22 else None))
-    if length is None:
-        problems.append('SubnetLen = %s must be a whole number (flannel needs it for networks smaller than /22)'
-                        % short(config.get('SubnetLen')))
-    elif net is not None:
-        if length <= net.prefixlen:
-            problems.append('SubnetLen = %d must be longer than the prefix of Network %s' % (length, network))
-        elif length > 30:
-            problems.append('SubnetLen = %d must be at most 30 (a node subnet needs room for pods)' % length)
-        else:
-            subnets = list(net.subnets(new_prefix=length)) if length - net.prefixlen <= 16 else None
-            for key in ('SubnetMin', 'SubnetMax'):
-                if key not in config:
-                    continue
-                value = config[key]
-                try:
-                    addr = ipaddress.IPv4Address(value)
-                except (ValueError, TypeError):
-                    problems.append('%s = %s must be an IPv4 address' % (key, short(value)))
-                    continue
-                if addr not in net:
-                    problems.append('%s = %s lies outside Network %s' % (key, value, network))
-                elif int(addr) & ((1 << (32 - length)) - 1):
-                    problems.append('%s = %s is not the start of a /%d subnet' % (key, value, length))
-            if subnets is not None and len(subnets) < 3 and 'SubnetMin' not in config:
-                problems.append('Network %s holds only %d subnets of /%d; flannel leaves the first and the last '
-                                'unused, so no node would get one' % (network, len(subnets), length))
-    if pod_cidr is not None and network != pod_cidr:
-        problems.append('Network = %s must be cluster_pod_cidr (%s)' % (short(network), pod_cidr))
+        return problems
+    if pod_cidr is not None and config.get('Network') != pod_cidr:
+        problems.append('Network = %s must be cluster_pod_cidr (%s)' % (short(config.get('Network')), pod_cidr))
+    length = as_int(config.get('SubnetLen'))
     if subnet_len is not None and length is not None and length != as_int(subnet_len):
         problems.append('SubnetLen = %s must be cluster_pod_subnet_len (%s)' % (length, subnet_len))
-    backend = config.get('Backend', {'Type': 'udp'})
-    if not isinstance(backend, dict):
-        problems.append('Backend = %s must be a dict such as {Type: vxlan}' % short(backend))
-        return problems
-    kind = backend.get('Type')
-    if kind not in FLANNEL_BACKENDS:
-        problems.append('Backend.Type = %s must be one of %s' % (short(kind), ', '.join(FLANNEL_BACKENDS)))
-    if kind == 'vxlan':
-        vni = as_int(backend.get('VNI', 1))
-        if vni is None or not 1 <= vni <= 9999999:
-            problems.append('Backend.VNI = %s must be from 1 to 9999999 (24-bit VNI, and the device flannel.<VNI> '
-                            'must fit 15 characters)' % short(backend.get('VNI')))
-        port = as_int(backend.get('Port', 8472))
-        if port is None or not 1 <= port <= 65535:
-            problems.append('Backend.Port = %s must be a port from 1 to 65535' % short(backend.get('Port')))
-        known = {'Type', 'VNI', 'Port', 'GBP', 'DirectRouting', 'MTU', 'MacPrefix', 'Learning'}
-    else:
-        known = {'Type'}
-    extra = sorted(set(backend) - known)
-    if extra and kind in FLANNEL_BACKENDS:
-        problems.append('Backend has keys %s that the %s backend does not read' % (', '.join(map(str, extra)), kind))
     return problems
 
 
@@ -655,6 +596,11 @@ def setting_problems(values):
     if isinstance(client, int) and isinstance(cluster_client, int) and client != cluster_client:
         out.append(('etcd_client_port', 'differs from cluster_etcd_client_port (%d), which the API server and '
                     'flannel connect to: set cluster_etcd_client_port instead' % cluster_client))
+    extra = values.get('etcd_extra_flags')
+    if values.get('etcd_auth_enabled') is not False and isinstance(extra, dict) and 'client-cert-auth' in extra \
+            and as_bool(extra['client-cert-auth']) is not True:
+        out.append(('etcd_extra_flags', 'turns client-cert-auth off while etcd_auth_enabled is true: etcd would '
+                    'take no certificate for a user, and the API server and flannel would be locked out'))
     renew = values.get('pki_renew_before_days')
     for var in ('pki_cert_lifetime_days', 'pki_ca_lifetime_days'):
         lifetime = values.get(var)
@@ -749,9 +695,9 @@ def cluster_problems(hosts, groups, settings):
     subnet_len = settings.get('cluster_pod_subnet_len')
     pod_net = _as_network(pod_cidr)
     if pod_net is not None and isinstance(subnet_len, int):
-        if subnet_len <= pod_net.prefixlen:
-            add('cluster_pod_subnet_len', subnet_len, 'must be longer than the prefix of cluster_pod_cidr (%s)'
-                % pod_cidr)
+        if subnet_len < pod_net.prefixlen + 2:
+            add('cluster_pod_subnet_len', subnet_len, 'must be at least two longer than the prefix of cluster_pod_cidr '
+                '(%s): flannel wants room for four node subnets at least' % pod_cidr)
         elif subnet_len - pod_net.prefixlen < 24:
             room = 2 ** (subnet_len - pod_net.prefixlen) - 2
             pod_hosts = _pod_hosts(groups, settings)

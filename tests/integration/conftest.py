@@ -472,3 +472,18 @@ def apiserver(apiserver_binary, etcd, pki, tmp_path_factory):
         yield {'url': f'https://127.0.0.1:{port}', 'port': port, 'request': request}
     finally:
         proc.stop()
+
+
+# --------------------------------------------------------------------------
+# Lab hosts
+
+
+@pytest.fixture(scope='session')
+def itest_lab():
+    """The lab set "itest" (itest-cp1, itest-w1, itest-w2): bare lab hosts, started when not running
+    and left running afterwards (`make test` removes them at its end). A lab_sets.LabSet: write an
+    inventory for them with .write_inventory(dir, group_vars), compare .snapshot() before and after."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import lab_sets  # tests/integration/lab_sets.py
+
+    return lab_sets.ensure_up()

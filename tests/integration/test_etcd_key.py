@@ -200,3 +200,27 @@ def test_through_ansible_on_an_old_python(ansible_adhoc, old_python, etcd, cert_
         check=True,
     )
     assert rc != 0 and 'force: true' in result['msg'], result
+
+
+def test_validate_refuses_an_invalid_flannel_config_before_writing(module, etcd, cert_args):
+    key = '/it/validated/config'
+    bad = dict(FLANNEL, SubnetLen=15, Backend={'Type': 'vxlan', 'VNI': 20000000})
+    for check in (True, False):
+        result = module('etcd_key', args(etcd, cert_args, key=key, value=bad, validate='flannel_network'),
+                        check=check)
+        assert result['failed'] and result['rc'] == 1, result
+        assert 'SubnetLen = 15' in result['msg'] and 'Backend.VNI = 20000000' in result['msg']
+        assert len(result['problems']) == 2
+    assert get(module, etcd, cert_args, key)['exists'] is False  # nothing was written
+    # an existing valid config is not replaced by an invalid one either
+    assert module('etcd_key', args(etcd, cert_args, key=key, value=FLANNEL, validate='flannel_network'))['changed']
+    result = module('etcd_key', args(etcd, cert_args, key=key, value=dict(FLANNEL, Network='10.200.0.1/16'),
+                                     validate='flannel_network', force=True))
+    assert result['failed'] and 'Network = "10.200.0.1/16": has host bits set' in result['msg']
+    assert get(module, etcd, cert_args, key)['value_json'] == FLANNEL
+
+
+def test_user_and_password_are_ignored_while_authentication_is_off(module, etcd, cert_args):
+    result = module('etcd_key', args(etcd, cert_args, key='/it/login', value='v', user='etcd-admin',
+                                     password='not-needed'))
+    assert result['rc'] == 0 and result['changed'], result

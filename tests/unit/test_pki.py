@@ -595,7 +595,8 @@ def test_diff_names_items_and_reasons(pkidir):
             {'certificates': [dict(ADMIN, lifetime_days=20)]},
             'lifetime_days (20) must be longer than renew_before_days',
         ),
-        ({'certificates': [dict(ADMIN, common_name='')]}, 'common_name must be a non-empty string'),
+        ({'certificates': [dict(ADMIN, common_name=None)]}, 'common_name must be a non-empty string'),
+        ({'certificates': [dict(ADMIN, common_name='', organization=[])]}, 'without common_name needs an organization'),
         ({'renew_before_days': -1}, 'renew_before_days must be a non-negative integer'),
     ],
 )
