@@ -7,7 +7,6 @@
   list of CIDRs, or a plain list of CIDRs); empty when none overlap.
 - ``flannel_lease_cidr(key)``: the CIDR of a flannel lease key
   (``.../subnets/10.200.52.0-24`` -> ``10.200.52.0/24``).
-- ``flannel_subnet_count(network, subnet_len)``: how many node subnets flannel can lease from a network.
 - ``cidr_contains(cidr, address)``: whether an address (or a network) lies inside a network.
 """
 
@@ -105,21 +104,6 @@ def flannel_lease_cidr(key):
     return str(_network('%s/%s' % (address, length), 'flannel_lease_cidr', 'lease').cidr)
 
 
-def flannel_subnet_count(network, subnet_len):
-    """How many ``/subnet_len`` node subnets flannel can lease from ``network``.
-
-    Flannel leaves out the first subnet of the network (its default SubnetMin is
-    the second subnet), so this is ``2 ** (subnet_len - prefix length) - 1``.
-    """
-    net = _network(network, 'flannel_subnet_count')
-    length = _int(subnet_len, 'flannel_subnet_count', 'subnet_len')
-    max_len = 32 if net.version == 4 else 128
-    if length < net.prefixlen or length > max_len:
-        raise AnsibleFilterError('hardway.kubernetes.flannel_subnet_count: subnet_len %d must be between the '
-                                 'network prefix length %d and %d' % (length, net.prefixlen, max_len))
-    return 2 ** (length - net.prefixlen) - 1
-
-
 def cidr_contains(cidr, address):
     """True when ``address`` (an IP address or a CIDR) lies entirely inside ``cidr``."""
     net = _network(cidr, 'cidr_contains')
@@ -142,6 +126,5 @@ class FilterModule:
             'cidr_nth': cidr_nth,
             'cidr_overlaps': cidr_overlaps,
             'flannel_lease_cidr': flannel_lease_cidr,
-            'flannel_subnet_count': flannel_subnet_count,
             'cidr_contains': cidr_contains,
         }

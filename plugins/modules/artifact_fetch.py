@@ -63,7 +63,8 @@ options:
       url:
         description:
           - Where to download the file from, an V(https://), V(http://) or V(file://) URL.
-            Redirects are followed.
+            Redirects are followed. The certificates of V(https://) sites are always verified, against
+            the trust store of the host that runs the module.
         type: str
         required: true
       checksum_url:
@@ -123,12 +124,6 @@ options:
       - Timeout in seconds of each network operation (connecting, and each read).
     type: int
     default: 60
-  validate_certs:
-    description:
-      - Whether to verify the certificates of V(https://) sites. Leave it on except for a mirror
-        with a self-signed certificate.
-    type: bool
-    default: true
   parallel:
     description:
       - How many items are processed at the same time (V(1) processes them one after the other).
@@ -383,10 +378,8 @@ def parse_checksum(text, filename):
 class Fetcher:
     """Processes the items; :meth:`run` is called once per item, from worker threads."""
 
-    def __init__(self, timeout, validate_certs, check_mode, pins=None, lock=None, lock_file=None,
-                 pins_label='checksums'):
+    def __init__(self, timeout, check_mode, pins=None, lock=None, lock_file=None, pins_label='checksums'):
         self.timeout = timeout
-        self.validate_certs = validate_certs
         self.check_mode = check_mode
         self.pins = pins or {}
         self.lock = lock or {}
@@ -399,7 +392,7 @@ class Fetcher:
         """One TLS context for every request (loading the CA store costs about 0.1 s each time)."""
         with self._lock:
             if self._context is None:
-                self._context = make_context(validate_certs=self.validate_certs)
+                self._context = make_context(validate_certs=True)
             return self._context
 
     def open(self, url):
@@ -409,7 +402,7 @@ class Fetcher:
             if parts.netloc not in ('', 'localhost'):
                 raise ValueError('a file:// URL names a local file, not one on %s' % parts.netloc)
             return open(url2pathname(parts.path), 'rb')
-        request = Request(timeout=self.timeout, validate_certs=self.validate_certs,
+        request = Request(timeout=self.timeout, validate_certs=True,
                           http_agent='hardway.kubernetes.artifact_fetch')
         return request.open('GET', url, context=self.ssl_context())
 
@@ -657,7 +650,6 @@ def argument_spec():
         'checksums': {'type': 'dict', 'default': {}},
         'checksums_label': {'type': 'str', 'default': 'checksums'},
         'timeout': {'type': 'int', 'default': 60},
-        'validate_certs': {'type': 'bool', 'default': True},
         'parallel': {'type': 'int', 'default': 4},
     }
 
@@ -736,7 +728,7 @@ def main():
         module.warn('%s pins a digest for %s, which no item fetches (items are known by their key, such as %s)'
                     % (params['checksums_label'], ', '.join(unused), items[0]['key'] if items else 'a URL path'))
 
-    fetcher = Fetcher(params['timeout'], params['validate_certs'], module.check_mode,
+    fetcher = Fetcher(params['timeout'], module.check_mode,
                       pins=pins, lock=lock, lock_file=lock_file, pins_label=params['checksums_label'])
 
     def run(item):

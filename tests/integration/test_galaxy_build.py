@@ -38,6 +38,23 @@ def test_tarball_leaves_out_the_test_bed(installed):
     assert "playbooks/site.yml" in names
     assert not [n for n in names if n.startswith(("tests/", "extensions/", "inventories/lab", ".ci"))]
     assert not [n for n in names if n.endswith(".sha256cache")]
+    # the repository's own site.yml stays out: the collection's playbook is playbooks/site.yml
+    assert "site.yml" not in names
+
+
+def test_tarball_has_what_ansible_builder_and_galaxy_read(installed):
+    """ansible-builder reads the controller's Python packages from meta/ (a file left out by build_ignore
+    would be silently missing from an execution environment); Galaxy shows changelogs/changelog.yaml."""
+    tarball = installed[0]
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+        meta = yaml.safe_load(tar.extractfile("meta/execution-environment.yml"))
+        python_file = meta["dependencies"]["python"]
+        packages = tar.extractfile(python_file).read().decode()
+    assert python_file in names
+    assert {"cryptography", "netaddr"} <= {line.split(">")[0].split("=")[0].strip() for line in packages.splitlines()
+                                           if line.strip() and not line.startswith("#")}
+    assert "changelogs/changelog.yaml" in names
 
 
 @pytest.mark.parametrize("module", MODULES)

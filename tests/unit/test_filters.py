@@ -13,7 +13,6 @@ def test_registered():
         'cidr_nth',
         'cidr_overlaps',
         'flannel_lease_cidr',
-        'flannel_subnet_count',
         'cidr_contains',
     }
 
@@ -87,16 +86,6 @@ def test_flannel_lease_cidr(key, expected):
 def test_flannel_lease_cidr_errors(key):
     with pytest.raises(AnsibleFilterError, match='flannel_lease_cidr'):
         A.flannel_lease_cidr(key)
-
-
-def test_flannel_subnet_count():
-    assert A.flannel_subnet_count('10.200.0.0/16', 24) == 255
-    assert A.flannel_subnet_count('10.200.0.0/16', '26') == 1023
-    assert A.flannel_subnet_count('10.244.0.0/24', 24) == 0
-    with pytest.raises(
-        AnsibleFilterError, match='subnet_len 8 must be between the network prefix length 16 and 32'
-    ):
-        A.flannel_subnet_count('10.200.0.0/16', 8)
 
 
 def test_cidr_contains():
