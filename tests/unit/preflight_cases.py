@@ -290,8 +290,9 @@ def cross_cases(addresses: list[str]) -> list[Case]:
              {'flannel_network_config': {'Network': '10.200.0.0/16', 'SubnetLen': 24,
                                          'Backend': {'Type': 'vxlan', 'VNI': 7, 'Port': 8472}}},
              expect=['sets Backend.VNI 7, but cluster_flannel_vni is 1'], touches=FLANNEL_INPUTS),
-        Case('flannel SubnetLen leaves no room', {'flannel_network_config': {
-            'Network': '10.200.0.0/16', 'SubnetLen': 17, 'Backend': {'Type': 'vxlan', 'VNI': 1, 'Port': 8472}}},
+        Case('flannel SubnetLen leaves no room',
+             {'flannel_network_config': {'Network': '10.200.0.0/16', 'SubnetLen': 17,
+                                         'Backend': {'Type': 'vxlan', 'VNI': 1, 'Port': 8472}}},
              expect=['SubnetLen = 17: must be at least 18'], touches=FLANNEL_INPUTS),
         Case('flannel interface not on the host', {'flannel_iface': 'eth9'},
              expect=['flannel_iface = "eth9": is neither an address nor an interface of this host'],

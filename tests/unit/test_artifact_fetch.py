@@ -666,7 +666,7 @@ def test_pins_without_lock_file_and_unknown_pins(mirror, tmp_path):
     cache = tmp_path / 'cache'
     pins = {'site/bin/tool': sha(mirror.tool), 'site/bin/tool-1.0': 'a' * 64}
     result = run_module_subprocess('artifact_fetch', {'items': items(mirror, cache), 'checksums': pins,
-                                           'checksums_label': 'artifacts_checksums'})
+                                                      'checksums_label': 'artifacts_checksums'})
     assert result['rc'] == 0 and result['items']['tool']['expected_from'] == 'checksums'
     assert 'lock' not in result
     assert 'artifacts_checksums pins a digest for site/bin/tool-1.0, which no item fetches' \
