@@ -476,7 +476,8 @@ def rule_problems(name, value, rule):
                 problem = format_problem(rule['key_format'], key) if isinstance(key, str) else 'must be a string'
                 if problem:
                     problems.append('key %s %s' % (short(key), problem))
-            if rule.get('value_format'):
+            # ~ takes a default out where the dict is merged over defaults: only its key is checked
+            if rule.get('value_format') and not (item is None and rule.get('null_removes')):
                 problem = format_problem(rule['value_format'], item)
                 if problem:
                     problems.append('%s = %s %s' % (short(key), short(item), problem))
@@ -734,19 +735,41 @@ def cluster_problems(hosts, groups, settings):
             if len(members) > 1:
                 add(var, value, 'is the same on hosts %s: each host needs its own' % ', '.join(members))
 
+    for var, value, rule in version_problems(settings):
+        add(var, value, rule)
+    return out
+
+
+def version_problems(settings):
+    """(variable, value, rule) for every pin that is missing, unknown or of an unknown component.
+
+    The pins are ``cluster_default_versions`` with the operator's ``cluster_versions`` merged over
+    them, the known versions ``cluster_default_known_versions`` with ``cluster_known_versions``'s
+    lists added: a problem names the variable the pin comes from.
+    """
+    defaults = settings.get('cluster_default_versions')
     versions = settings.get('cluster_versions')
-    known = settings.get('cluster_known_versions')
-    if isinstance(versions, dict) and isinstance(known, dict):
-        for component in sorted(set(known) - set(versions)):
-            add('cluster_versions', component, 'has no pin for %s (pins known: %s)'
-                % (component, ', '.join(map(str, known[component]))))
-        for component, version in sorted(versions.items()):
-            if component not in known:
-                add('cluster_versions.%s' % component, version, 'is not a component of this collection (components: '
-                    '%s)' % ', '.join(sorted(known)))
-            elif str(version) not in [str(v) for v in known[component] or []]:
-                add('cluster_versions.%s' % component, version, 'is not a version this collection knows checksums '
-                    'for (known: %s)' % ', '.join(map(str, known[component])))
+    known_defaults = settings.get('cluster_default_known_versions')
+    known_extra = settings.get('cluster_known_versions')
+    if not all(isinstance(d, dict) for d in (defaults, versions, known_defaults, known_extra)):
+        return []  # the type problem is reported with the option
+    known = {c: [str(v) for v in known_defaults.get(c) or []] for c in known_defaults}
+    for component, extra in known_extra.items():
+        known.setdefault(component, [])
+        known[component] += [str(v) for v in extra or [] if str(v) not in known[component]]
+    pins = dict(defaults, **versions)
+    out = []
+    for component in sorted(set(known) - set(pins)):
+        out.append(('cluster_versions', component, 'has no pin for %s (pins known: %s)'
+                    % (component, ', '.join(known[component]))))
+    for component, version in sorted(pins.items()):
+        var = '%s.%s' % ('cluster_versions' if component in versions else 'cluster_default_versions', component)
+        if component not in known:
+            out.append((var, version, 'is not a component of this collection (components: %s)'
+                        % ', '.join(sorted(known))))
+        elif str(version) not in known[component]:
+            out.append((var, version, 'is not a version this collection knows checksums for (known: '
+                        '%s); add it to cluster_known_versions' % ', '.join(known[component])))
     return out
 
 

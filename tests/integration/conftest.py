@@ -35,7 +35,7 @@ MODULES = 'ansible_collections.hardway.kubernetes.plugins.modules.'
 
 def versions():
     with open(os.path.join(REPO, 'roles', 'cluster', 'defaults', 'main', 'versions.yml')) as handle:
-        return {k: str(v) for k, v in yaml.safe_load(handle)['cluster_versions'].items()}
+        return {k: str(v) for k, v in yaml.safe_load(handle)['cluster_default_versions'].items()}
 
 
 def need(path, what):

@@ -90,7 +90,7 @@ def work(tmp_path):
 
 def test_tampered_mirror_is_refused_before_any_host_changes(itest_lab, work):
     tmp_path = work
-    k8s = yaml.safe_load((REPO / 'roles/cluster/defaults/main/versions.yml').read_text())['cluster_versions']
+    k8s = yaml.safe_load((REPO / 'roles/cluster/defaults/main/versions.yml').read_text())['cluster_default_versions']
     rel = f'dl.k8s.io/release/v{k8s["kubernetes"]}/bin/linux/amd64/kubelet'
     if not (MIRROR / rel).exists():
         pytest.fail(f'{MIRROR / rel} is missing: build the mirror first (make mirror)', pytrace=False)

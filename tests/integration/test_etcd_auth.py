@@ -41,7 +41,7 @@ CLIENTS = {'admin': 'etcd-admin', 'apiserver': 'kube-apiserver-etcd-client', 'fl
 
 def etcd_tarball():
     with open(os.path.join(REPO, 'roles', 'cluster', 'defaults', 'main', 'versions.yml')) as handle:
-        version = str(yaml.safe_load(handle)['cluster_versions']['etcd'])
+        version = str(yaml.safe_load(handle)['cluster_default_versions']['etcd'])
     path = os.path.join(CACHE, 'mirror', 'github.com', 'etcd-io', 'etcd', 'releases', 'download', f'v{version}',
                         f'etcd-v{version}-linux-amd64.tar.gz')
     if not os.path.exists(path):

@@ -48,12 +48,17 @@ class BuildError(Exception):
 
 
 def load_versions() -> tuple[dict, dict]:
-    """Read the pins and the known versions from the one versions file."""
+    """Read the collection's pins and known versions from the one versions file.
+
+    These are the defaults (cluster_default_versions, cluster_default_known_versions):
+    an inventory's cluster_versions may move a component to another known version,
+    which ``mirror.py build <component>@<version>`` builds.
+    """
     import yaml  # PyYAML ships with ansible-core
 
     data = yaml.safe_load(VERSIONS_FILE.read_text())
-    pins = {k: str(v) for k, v in data["cluster_versions"].items()}
-    known = {k: [str(x) for x in v] for k, v in data["cluster_known_versions"].items()}
+    pins = {k: str(v) for k, v in data["cluster_default_versions"].items()}
+    known = {k: [str(x) for x in v] for k, v in data["cluster_default_known_versions"].items()}
     return pins, known
 
 

@@ -97,7 +97,8 @@ def ansible_cli(tool='ansible'):
     return shutil.which(tool)
 
 
-def run_adhoc(module, args, workdir, check=False, diff=False, python=None, pythonpath=True, timeout=120):
+def run_adhoc(module, args, workdir, check=False, diff=False, python=None, pythonpath=True, timeout=120,
+              extra_vars=None):
     """Run ``ansible localhost -m <module> -a <args as JSON>``; returns (rc, result dict, output).
 
     The one helper for running a module through the ansible command line, for the unit and the
@@ -106,7 +107,8 @@ def run_adhoc(module, args, workdir, check=False, diff=False, python=None, pytho
     neither the repository's nor the user's configuration applies. ``python`` is the managed host's
     interpreter (default: this one). With ``pythonpath=False`` the run gets no PYTHONPATH: the
     collection is found through ANSIBLE_COLLECTIONS_PATH only, and a module must bring everything
-    it needs. Skips the test when the ansible command line is not installed next to this Python.
+    it needs. ``extra_vars`` (a dict) goes to ``--extra-vars``. Skips the test when the ansible
+    command line is not installed next to this Python.
     """
     cli = ansible_cli()
     if not cli:
@@ -129,6 +131,8 @@ def run_adhoc(module, args, workdir, check=False, diff=False, python=None, pytho
     (workdir / 'ansible.cfg').write_text('[defaults]\n')
     name = module if '.' in module else f'hardway.kubernetes.{module}'
     cmd = [cli, 'localhost', '-i', 'localhost,', '-c', 'local', '-m', name, '-a', json.dumps(args)]
+    if extra_vars:
+        cmd += ['--extra-vars', json.dumps(extra_vars)]
     if check:
         cmd.append('--check')
     if diff:

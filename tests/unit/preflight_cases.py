@@ -193,8 +193,8 @@ def option_cases(name: str, spec: dict, rule: dict | None, default) -> list[Case
             add([bad], 'bad element ({})'.format(rule['element_format']), expect=f'[0] = {_shown(bad)[:20]}')
     cases = []
     for index, (value, why, expect) in enumerate(values):
-        if name == 'cluster_versions' and isinstance(value, dict):
-            continue  # the pins are a dict of every component: see cross_cases
+        if name == 'cluster_default_versions' and isinstance(value, dict):
+            continue  # it replaces every pin: a bad one of the dict is in cross_cases, through cluster_versions
         shown = f'{name} = {_shown(value)[:30]}'
         where = {'host_vars': {1: {name: value}}} if name in HOST_SCOPED else {'group_vars': {name: value}}
         cases.append(Case(name=f'{name}#{index} {why}', expect=[shown] + ([expect] if expect else []),
@@ -215,7 +215,7 @@ def generated_cases() -> list[Case]:
 def cross_cases(addresses: list[str]) -> list[Case]:
     """The rules that tie values together. ``addresses``: the lab hosts' addresses, control plane first."""
     versions = yaml.safe_load((REPO / 'roles/cluster/defaults/main/versions.yml').read_text())
-    pins = versions['cluster_versions']
+    pins = versions['cluster_default_versions']
     network = '.'.join(addresses[0].split('.')[:3]) + '.0/24'
     out = [
         Case('missing worker group', {'cluster_worker_group': 'no-such-group'},
@@ -297,14 +297,16 @@ def cross_cases(addresses: list[str]) -> list[Case]:
         Case('flannel interface not on the host', {'flannel_iface': 'eth9'},
              expect=['flannel_iface = "eth9": is neither an address nor an interface of this host'],
              touches=frozenset(['flannel_iface'])),
-        Case('version pin missing', {'cluster_versions': {k: v for k, v in pins.items() if k != 'runc'}},
-             expect=['cluster_versions = "runc": has no pin for runc'], touches=frozenset(['cluster_versions'])),
-        Case('version unknown', {'cluster_versions': dict(pins, kubernetes='1.99.0')},
+        # cluster_versions is merged over the collection's pins: one pin is a whole input.
+        Case('version unknown', {'cluster_versions': {'kubernetes': '1.99.0'}},
              expect=['cluster_versions.kubernetes = "1.99.0": is not a version this collection knows'],
              touches=frozenset(['cluster_versions'])),
-        Case('component unknown', {'cluster_versions': dict(pins, kubectl='1.37.1')},
-             expect=['cluster_versions.kubectl = "1.37.1": is not a component of this collection'],
+        Case('component unknown', {'cluster_versions': {'kubectl': pins['kubernetes']}},
+             expect=[f'cluster_versions.kubectl = "{pins["kubernetes"]}": is not a component of this collection'],
              touches=frozenset(['cluster_versions'])),
+        Case('known version for a component without a pin', {'cluster_known_versions': {'cilium': ['1.18.0']}},
+             expect=['cluster_versions = "cilium": has no pin for cilium'],
+             touches=frozenset(['cluster_known_versions'])),
         Case('API port collides with etcd', {'cluster_apiserver_port': 2379},
              expect=['cluster_apiserver_port = 2379: is the same port as etcd_client_port'],
              touches=frozenset(['cluster_apiserver_port', 'etcd_client_port', 'etcd_peer_port'])),

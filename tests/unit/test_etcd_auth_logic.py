@@ -581,7 +581,8 @@ def test_etcd_users_match_the_certificates_the_pki_role_issues():
     assert certs['etcd-client-admin']['common_name'] == etcd['_etcd_admin_user']
     assert certs['etcd-client-gateway']['common_name'] == '' and certs['etcd-client-gateway']['organization']
     assert certs['etcd-client-gateway']['ca'] == 'etcd-ca'
-    assert etcd['_etcd_gateway_cert'].endswith('/pki/etcd-client-gateway')
+    assert "state_path('cert', 'etcd-client-gateway')" in etcd['_etcd_gateway_cert_file']
+    assert "state_path('key', 'etcd-client-gateway')" in etcd['_etcd_gateway_key_file']
     users = {u['name']: u['roles'] for u in etcd['_etcd_auth_users']}
     assert users == {
         'root': ['root'],
@@ -599,9 +600,10 @@ def test_collection_talks_to_etcd_with_the_gateway_certificate_and_a_login():
     etcd_tasks = load('roles/etcd/tasks/main.yml')
     block = next(t for t in etcd_tasks if 'block' in t)['block']
     auth = next(t for t in block if 'hardway.kubernetes.etcd_auth' in t)['hardway.kubernetes.etcd_auth']
-    assert auth['client_cert'] == '{{ _etcd_gateway_cert }}.pem'
+    assert auth['client_cert'] == '{{ _etcd_gateway_cert_file }}'
+    assert auth['client_key'] == '{{ _etcd_gateway_key_file }}'
     assert auth['user'] == '{{ _etcd_admin_user }}' and auth['enabled'] == '{{ etcd_auth_enabled }}'
     network = load('roles/flannel/tasks/network.yml')[0]['hardway.kubernetes.etcd_key']
-    assert network['client_cert'].endswith('/pki/etcd-client-gateway.pem')
-    assert network['user'] == 'etcd-admin' and 'etcd-admin-password' in network['password']
+    assert "state_path('cert', 'etcd-client-gateway')" in network['client_cert']
+    assert network['user'] == 'etcd-admin' and "state_path('etcd_admin_password')" in network['password']
     assert network['validate'] == 'flannel_network'

@@ -150,13 +150,43 @@ def test_unreachable_host_is_named():
                                     'be reachable']
 
 
+VERSIONS = {'cluster_default_versions': {'etcd': '3.6.16', 'runc': '1.4.3'}, 'cluster_versions': {},
+            'cluster_default_known_versions': {'etcd': ['3.6.16', '3.6.15'], 'runc': ['1.4.3']},
+            'cluster_known_versions': {}}
+
+
+def versions(**changes):
+    """The cluster's problems with the version settings above, some changed."""
+    return cluster(**dict(VERSIONS, **changes))
+
+
 def test_versions():
-    known = {'etcd': ['3.6.16'], 'runc': ['1.4.3']}
-    lines = cluster(cluster_versions={'etcd': '3.6.1', 'flannel': '1'}, cluster_known_versions=known)
-    assert lines == ['cluster_versions = "runc": has no pin for runc (pins known: 1.4.3)',
-                     'cluster_versions.etcd = "3.6.1": is not a version this collection knows checksums for '
-                     '(known: 3.6.16)',
+    assert versions() == []
+    # one pin moved: the others stay the collection's
+    assert versions(cluster_versions={'etcd': '3.6.15'}) == []
+    lines = versions(cluster_versions={'etcd': '3.6.1', 'flannel': '1'})
+    assert lines == ['cluster_versions.etcd = "3.6.1": is not a version this collection knows checksums for '
+                     '(known: 3.6.16, 3.6.15); add it to cluster_known_versions',
                      'cluster_versions.flannel = "1": is not a component of this collection (components: etcd, runc)']
+    # a version the operator adds is accepted; a known component without a pin is named
+    assert versions(cluster_versions={'etcd': '3.6.17'}, cluster_known_versions={'etcd': ['3.6.17']}) == []
+    lines = versions(cluster_known_versions={'cilium': ['1.18.0']})
+    assert lines == ['cluster_versions = "cilium": has no pin for cilium (pins known: 1.18.0)']
+    # the collection's own pins, replaced without one
+    lines = versions(cluster_default_versions={'etcd': '3.6.16'})
+    assert lines == ['cluster_versions = "runc": has no pin for runc (pins known: 1.4.3)']
+    lines = versions(cluster_default_versions={'etcd': '3.6.0', 'runc': '1.4.3'})
+    assert lines == ['cluster_default_versions.etcd = "3.6.0": is not a version this collection knows checksums '
+                     'for (known: 3.6.16, 3.6.15); add it to cluster_known_versions']
+    # a dict of the wrong type is the option's problem, not this rule's
+    assert versions(cluster_versions='etcd=3.6.15') == []
+
+
+def test_merged_dicts_take_null_to_remove_a_default():
+    assert messages('node_sysctls', {'net.ipv4.ip_forward': None}) == []
+    assert messages('kubelet_system_reserved', {'memory': None, 'cpu': '200m'}) == []
+    assert messages('node_default_sysctls', {'net.ipv4.ip_forward': None}) != []
+    assert messages('kubelet_system_reserved', {'memory': 'lots'}) != []
 
 
 def test_host_rules():

@@ -24,13 +24,14 @@ import testinfra
 
 REPO = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(REPO / "tests" / "testbed"))
+import lab  # noqa: E402
 import mirror  # noqa: E402
 
 STATE = Path(os.environ["HARDWAY_LAB_STATE"])
 LAB_SET = os.environ.get("HARDWAY_LAB_SET", "mol")
 CP = f"{LAB_SET}-cp1"
 WORKERS = [f"{LAB_SET}-w1", f"{LAB_SET}-w2"]
-NET = f"172.29.{ {'lab': 0, 'mol': 1, 'tbed': 2, 'bench': 3}[LAB_SET] }"
+NET = lab.network_of(LAB_SET)[1]
 ADDRESS = {CP: f"{NET}.11", WORKERS[0]: f"{NET}.21", WORKERS[1]: f"{NET}.22"}
 KUBECONFIG = STATE / "admin.kubeconfig"
 PINS = mirror.load_versions()[0]

@@ -1,0 +1,118 @@
+# Copyright: hardway.kubernetes contributors
+# Apache License 2.0 (see LICENSE)
+"""The artifacts role's catalog turned into downloads and installs.
+
+- ``artifact_downloads(catalog, cache_dir, mirror_url, upstream)``: one artifact_fetch item per
+  catalog entry (URL, checksum URL, lock key, cache path, unpack directory of an archive).
+- ``artifact_installs(catalog, cache_dir, host_groups, bin_dir, cni_bin_dir)``: the files a host
+  with the given install groups gets, ``{src, dest}``, from the controller cache.
+- ``image_downloads(images, images_url, cache_dir)``: one artifact_fetch item per image archive.
+- ``image_files(images, cache_dir, host_dir)``: the image archives as install_files items.
+
+A catalog entry: ``name``, ``site`` (the top directory of a mirror), ``dir`` and ``file`` (below
+the site), ``checksum`` (a suffix such as ``.sha256`` appended to the file name, or the name of a
+checksum list in the same directory), ``install`` (file in the archive, or the download itself ->
+install groups), and optionally ``archive_root`` (the directory in the archive), ``cni`` (install
+into the CNI directory) and ``rename`` (file -> installed name).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+ARCHIVE = re.compile(r'[.](tgz|tar[.]gz)$')
+REQUIRED = ('name', 'site', 'dir', 'file', 'checksum', 'install')
+
+
+def _catalog(catalog, filter_name):
+    if not isinstance(catalog, (list, tuple)):
+        raise AnsibleFilterError('hardway.kubernetes.%s expects the catalog (a list), got %s'
+                                 % (filter_name, type(catalog).__name__))
+    for entry in catalog:
+        missing = [k for k in REQUIRED if not isinstance(entry, dict) or entry.get(k) in (None, '')]
+        if missing:
+            raise AnsibleFilterError('hardway.kubernetes.%s: catalog entry %s lacks %s'
+                                     % (filter_name, entry.get('name') if isinstance(entry, dict) else entry,
+                                        ', '.join(missing)))
+    return catalog
+
+
+def _paths(entry, cache_dir):
+    """(path below the site, cache file, unpack directory or None) of one catalog entry."""
+    path = '%s/%s' % (entry['dir'], entry['file'])
+    dest = '%s/%s/%s' % (cache_dir, entry['site'], path)
+    extract = '%s/extracted/%s/%s' % (cache_dir, entry['site'], path) if ARCHIVE.search(entry['file']) else None
+    return path, dest, extract
+
+
+def artifact_downloads(catalog, cache_dir, mirror_url='', upstream=None):
+    """artifact_fetch items: from ``<mirror_url>/<site>`` when a mirror is set, else from ``upstream[site]``."""
+    out = []
+    for entry in _catalog(catalog, 'artifact_downloads'):
+        if mirror_url:
+            base = '%s/%s' % (mirror_url.rstrip('/'), entry['site'])
+        elif entry['site'] in (upstream or {}):
+            base = upstream[entry['site']].rstrip('/')
+        else:
+            raise AnsibleFilterError('hardway.kubernetes.artifact_downloads: %s comes from %s, which has no URL in '
+                                     'the upstream sites (%s)' % (entry['name'], entry['site'],
+                                                                  ', '.join(sorted(upstream or {})) or 'none'))
+        path, dest, extract = _paths(entry, cache_dir)
+        checksum = entry['file'] + entry['checksum'] if entry['checksum'].startswith('.') else entry['checksum']
+        out.append({'name': entry['name'], 'url': '%s/%s' % (base, path),
+                    'checksum_url': '%s/%s/%s' % (base, entry['dir'], checksum),
+                    'key': '%s/%s' % (entry['site'], path), 'dest': dest, 'extract_dir': extract})
+    return out
+
+
+def artifact_installs(catalog, cache_dir, host_groups, bin_dir, cni_bin_dir):
+    """``{src, dest}`` for every file whose install groups meet ``host_groups``."""
+    groups = set(host_groups or [])
+    out = []
+    for entry in _catalog(catalog, 'artifact_installs'):
+        _path, dest, extract = _paths(entry, cache_dir)
+        directory = cni_bin_dir if entry.get('cni') else bin_dir
+        for name, wanted in entry['install'].items():
+            if not groups.intersection(wanted or []):
+                continue
+            src = '%s/%s%s' % (extract, entry.get('archive_root') or '', name) if extract else dest
+            out.append({'src': src, 'dest': '%s/%s' % (directory, (entry.get('rename') or {}).get(name, name))})
+    return out
+
+
+def _images(images, filter_name):
+    if not isinstance(images, (list, tuple)):
+        raise AnsibleFilterError('hardway.kubernetes.%s expects a list of images, got %s'
+                                 % (filter_name, type(images).__name__))
+    for image in images:
+        if not isinstance(image, dict) or not image.get('archive') or not image.get('ref'):
+            raise AnsibleFilterError('hardway.kubernetes.%s: %r needs archive and ref' % (filter_name, image))
+    return images
+
+
+def image_downloads(images, images_url, cache_dir):
+    """artifact_fetch items for image archives, each with the checksum file next to it, keyed ``images/<archive>``."""
+    return [{'name': i['ref'], 'url': '%s/%s' % (images_url, i['archive']),
+             'checksum_url': '%s/%s.sha256' % (images_url, i['archive']), 'key': 'images/' + i['archive'],
+             'dest': '%s/%s' % (cache_dir, i['archive'])}
+            for i in _images(images, 'image_downloads')]
+
+
+def image_files(images, cache_dir, host_dir):
+    """install_files items: each archive from the controller cache to ``host_dir``, mode 0644."""
+    return [{'src': '%s/%s' % (cache_dir, i['archive']), 'dest': '%s/%s' % (host_dir, i['archive']), 'mode': '0644'}
+            for i in _images(images, 'image_files')]
+
+
+class FilterModule:
+    """hardway.kubernetes filters for the artifacts role."""
+
+    def filters(self):
+        return {
+            'artifact_downloads': artifact_downloads,
+            'artifact_installs': artifact_installs,
+            'image_downloads': image_downloads,
+            'image_files': image_files,
+        }

@@ -1,0 +1,114 @@
+"""The artifacts role's filters (plugins/filter/artifacts.py), and its real catalog through them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
+from ansible_collections.hardway.kubernetes.plugins.filter import artifacts as A
+from hardway_testlib import run_adhoc
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = '/cache'
+UPSTREAM = {'dl.k8s.io': 'https://dl.k8s.io', 'github.com': 'https://github.com/'}
+KUBELET = {'name': 'kubelet', 'site': 'dl.k8s.io', 'dir': 'release/v1.37.1/bin/linux/amd64', 'file': 'kubelet',
+           'checksum': '.sha256', 'install': {'kubelet': ['nodes']}}
+ETCD = {'name': 'etcd', 'site': 'github.com', 'dir': 'etcd-io/etcd/releases/download/v3.6.16',
+        'file': 'etcd-v3.6.16-linux-amd64.tar.gz', 'checksum': 'SHA256SUMS',
+        'archive_root': 'etcd-v3.6.16-linux-amd64/',
+        'install': {'etcd': ['etcd'], 'etcdctl': ['etcd', 'control_plane']}}
+FLANNEL_CNI = {'name': 'flannel-cni', 'site': 'github.com', 'dir': 'flannel-io/cni-plugin/releases/download/v0.9.1',
+               'file': 'cni-plugin-flannel-linux-amd64-v0.9.1.tgz', 'checksum': '.sha256', 'cni': True,
+               'install': {'flannel-amd64': ['nodes']}, 'rename': {'flannel-amd64': 'flannel'}}
+CATALOG = [KUBELET, ETCD, FLANNEL_CNI]
+IMAGES = [{'archive': 'pause-3.10.2.tar', 'ref': 'registry.k8s.io/pause:3.10.2', 'pinned': True}]
+
+
+def test_registered():
+    assert set(A.FilterModule().filters()) == {'artifact_downloads', 'artifact_installs', 'image_downloads',
+                                               'image_files'}
+
+
+def test_downloads_upstream():
+    kubelet, etcd, cni = A.artifact_downloads(CATALOG, CACHE, '', UPSTREAM)
+    path = 'release/v1.37.1/bin/linux/amd64/kubelet'
+    assert kubelet == {'name': 'kubelet', 'url': 'https://dl.k8s.io/' + path,
+                       'checksum_url': 'https://dl.k8s.io/' + path + '.sha256', 'key': 'dl.k8s.io/' + path,
+                       'dest': '/cache/dl.k8s.io/' + path, 'extract_dir': None}
+    base = 'https://github.com/etcd-io/etcd/releases/download/v3.6.16/'
+    assert etcd['url'] == base + 'etcd-v3.6.16-linux-amd64.tar.gz'
+    assert etcd['checksum_url'] == base + 'SHA256SUMS'  # a checksum list beside the file
+    assert etcd['extract_dir'] == '/cache/extracted/github.com/etcd-io/etcd/releases/download/v3.6.16/' \
+        'etcd-v3.6.16-linux-amd64.tar.gz'
+    assert cni['extract_dir'].endswith('.tgz') and cni['checksum_url'].endswith('.tgz.sha256')
+
+
+def test_downloads_from_a_mirror_keep_their_keys():
+    upstream = A.artifact_downloads(CATALOG, CACHE, '', UPSTREAM)
+    mirrored = A.artifact_downloads(CATALOG, CACHE, 'file:///srv/mirror/', UPSTREAM)
+    assert mirrored[0]['url'] == 'file:///srv/mirror/dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet'
+    assert [d['key'] for d in mirrored] == [d['key'] for d in upstream]
+    assert [d['dest'] for d in mirrored] == [d['dest'] for d in upstream]
+    # without a mirror, a site must have an upstream URL
+    with pytest.raises(AnsibleFilterError, match='kubelet comes from dl.k8s.io, which has no URL'):
+        A.artifact_downloads(CATALOG, CACHE, '', {'github.com': 'https://github.com'})
+    assert A.artifact_downloads(CATALOG, CACHE, 'http://m', {})[0]['url'].startswith('http://m/dl.k8s.io/')
+
+
+def test_installs_by_group():
+    assert A.artifact_installs(CATALOG, CACHE, ['nodes'], '/usr/local/bin', '/opt/cni/bin') == [
+        {'src': '/cache/dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet', 'dest': '/usr/local/bin/kubelet'},
+        {'src': '/cache/extracted/github.com/flannel-io/cni-plugin/releases/download/v0.9.1/'
+                'cni-plugin-flannel-linux-amd64-v0.9.1.tgz/flannel-amd64', 'dest': '/opt/cni/bin/flannel'},
+    ]
+    etcd_dir = '/cache/extracted/github.com/etcd-io/etcd/releases/download/v3.6.16/etcd-v3.6.16-linux-amd64.tar.gz/' \
+        'etcd-v3.6.16-linux-amd64/'
+    assert A.artifact_installs(CATALOG, CACHE, ['control_plane', 'etcd'], '/b', '/c') == [
+        {'src': etcd_dir + 'etcd', 'dest': '/b/etcd'}, {'src': etcd_dir + 'etcdctl', 'dest': '/b/etcdctl'}]
+    assert A.artifact_installs(CATALOG, CACHE, ['control_plane'], '/b', '/c') == [
+        {'src': etcd_dir + 'etcdctl', 'dest': '/b/etcdctl'}]
+    assert A.artifact_installs(CATALOG, CACHE, [], '/b', '/c') == []
+
+
+@pytest.mark.parametrize('catalog, message', [
+    ({'name': 'x'}, 'expects the catalog (a list), got dict'),
+    ([dict(KUBELET, checksum='')], 'catalog entry kubelet lacks checksum'),
+    ([{'name': 'x', 'site': 's'}], 'catalog entry x lacks dir, file, checksum, install'),
+])
+def test_catalog_errors(catalog, message):
+    with pytest.raises(AnsibleFilterError) as err:
+        A.artifact_installs(catalog, CACHE, ['nodes'], '/b', '/c')
+    assert message in str(err.value)
+
+
+def test_images():
+    assert A.image_downloads(IMAGES, 'file:///m/images', '/cache/images') == [
+        {'name': 'registry.k8s.io/pause:3.10.2', 'url': 'file:///m/images/pause-3.10.2.tar',
+         'checksum_url': 'file:///m/images/pause-3.10.2.tar.sha256', 'key': 'images/pause-3.10.2.tar',
+         'dest': '/cache/images/pause-3.10.2.tar'}]
+    assert A.image_files(IMAGES, '/cache/images', '/var/lib/hardway/images') == [
+        {'src': '/cache/images/pause-3.10.2.tar', 'dest': '/var/lib/hardway/images/pause-3.10.2.tar', 'mode': '0644'}]
+    assert A.image_files([], '/c', '/h') == []
+    with pytest.raises(AnsibleFilterError, match='needs archive and ref'):
+        A.image_files([{'archive': 'x.tar'}], '/c', '/h')
+
+
+def test_the_roles_catalog(tmp_path):
+    """The artifacts role's own catalog, rendered by Ansible with the collection's pins, through the filters."""
+    expr = ("{{ _artifacts_catalog | hardway.kubernetes.artifact_installs('/c', ['control_plane', 'etcd', 'nodes'], "
+            "'/b', '/n') | map(attribute='dest') | list }}")
+    variables = yaml.safe_load((REPO / 'roles/cluster/defaults/main/versions.yml').read_text())
+    variables.update(yaml.safe_load((REPO / 'roles/artifacts/vars/main.yml').read_text()))
+    variables = {k: v for k, v in variables.items() if k.startswith(('_artifacts_k8s', '_artifacts_gh',
+                                                                    '_artifacts_catalog', 'cluster_'))}
+    variables['cluster_dns_mode'] = 'systemd'
+    rc, result, output = run_adhoc('ansible.builtin.debug', {'msg': expr}, tmp_path, pythonpath=False,
+                                   extra_vars=variables)
+    assert rc == 0, output
+    assert sorted(result['msg']) == sorted(
+        ['/b/' + n for n in ('kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl', 'kubelet',
+                             'kube-proxy', 'etcd', 'etcdctl', 'containerd', 'containerd-shim-runc-v2', 'ctr', 'runc',
+                             'flanneld', 'crictl', 'coredns')]
+        + ['/n/' + n for n in ('bridge', 'host-local', 'loopback', 'portmap', 'flannel')]), output
