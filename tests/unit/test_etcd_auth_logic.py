@@ -601,7 +601,9 @@ def test_collection_talks_to_etcd_with_the_gateway_certificate_and_a_login():
     auth = next(t for t in block if 'hardway.kubernetes.etcd_auth' in t)['hardway.kubernetes.etcd_auth']
     assert auth['client_cert'] == '{{ _etcd_gateway_cert }}.pem'
     assert auth['user'] == '{{ _etcd_admin_user }}' and auth['enabled'] == '{{ etcd_auth_enabled }}'
-    network = load('roles/flannel/tasks/network.yml')[0]['hardway.kubernetes.etcd_key']
-    assert network['client_cert'].endswith('/pki/etcd-client-gateway.pem')
-    assert network['user'] == 'etcd-admin' and 'etcd-admin-password' in network['password']
-    assert network['validate'] == 'flannel_network'
+    flannel = [t['hardway.kubernetes.flannel_network'] for path in ('network', 'main')
+               for t in load(f'roles/flannel/tasks/{path}.yml') if 'hardway.kubernetes.flannel_network' in t]
+    assert len(flannel) == 2  # the writer and each node's wait
+    for network in flannel:
+        assert network['client_cert'].endswith('/pki/etcd-client-gateway.pem')
+        assert network['user'] == 'etcd-admin' and network['password_file'].endswith('/etcd-admin-password')
