@@ -51,10 +51,12 @@ TOKEN_ERRORS = (ERR_INVALID_TOKEN, ERR_OLD_REVISION, ERR_USER_EMPTY)
 class EtcdError(Exception):
     """An etcd request failed; ``kind`` tells how (see tlsclient.RequestError, plus ``auth``, ``etcd``)."""
 
-    def __init__(self, message, kind='etcd', endpoint=None):
+    def __init__(self, message, kind='etcd', endpoint=None, errors=None):
         super().__init__(message)
         self.kind = kind
         self.endpoint = endpoint
+        # the request errors of the endpoints tried (tlsclient.RequestError), when that is how it failed
+        self.errors = errors or []
 
 
 # --------------------------------------------------------------------------
@@ -284,9 +286,9 @@ class EtcdClient:
             self.endpoint = endpoint
             return answer
         if len(errors) == 1:
-            raise EtcdError(str(errors[0]), errors[0].kind, str(errors[0].endpoint))
+            raise EtcdError(str(errors[0]), errors[0].kind, str(errors[0].endpoint), errors)
         raise EtcdError('no etcd endpoint answered: %s' % '; '.join(str(e) for e in errors),
-                        errors[-1].kind if errors else 'etcd')
+                        errors[-1].kind if errors else 'etcd', errors=errors)
 
     @property
     def endpoint_url(self):

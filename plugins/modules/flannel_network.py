@@ -16,7 +16,7 @@ description:
   - O(config) is checked against flannel v0.28's own rules before anything is written or awaited,
     also in check mode; a bad value fails with a message naming each bad field and value.
   - Changing the config of a live network (etcd holds node subnet leases under C(<prefix>/subnets/))
-    is refused unless O(force=true): every flanneld must restart to read it, and nodes running the
+    is refused unless O(force=true), since every flanneld must restart to read it, and nodes running the
     old and the new settings cannot reach each other in between. The message names the current and
     the requested backend and what changes. A config no flanneld has leased a subnet with may be
     changed freely.
@@ -40,9 +40,9 @@ options:
     default: /coreos.com/network
   config:
     description:
-      - The network config, for example V({"Network": "10.200.0.0/16", "SubnetLen": 24,
+      - 'The network config, for example V({"Network": "10.200.0.0/16", "SubnetLen": 24,
         "Backend": {"Type": "vxlan", "VNI": 1, "Port": 8472}}). It is stored as compact JSON with
-        sorted keys.
+        sorted keys.'
     type: dict
     required: true
   force:

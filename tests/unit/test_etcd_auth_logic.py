@@ -43,7 +43,9 @@ class FakeGateway:
     # -- transport
     def __call__(self, endpoint, method, path, payload=None, context=None, timeout=10.0, headers=None, names=None):
         if str(endpoint) in self.down:
-            raise RequestError(f'connection refused by {endpoint}', 'refused', endpoint)
+            error = RequestError(f'connection refused by {endpoint}', 'refused', endpoint)
+            error.connecting = True
+            raise error
         token = (headers or {}).get('Authorization')
         self.requests.append((str(endpoint), path, token))
         try:
@@ -601,6 +603,8 @@ def test_collection_talks_to_etcd_with_the_gateway_certificate_and_a_login():
     auth = next(t for t in block if 'hardway.kubernetes.etcd_auth' in t)['hardway.kubernetes.etcd_auth']
     assert auth['client_cert'] == '{{ _etcd_gateway_cert }}.pem'
     assert auth['user'] == '{{ _etcd_admin_user }}' and auth['enabled'] == '{{ etcd_auth_enabled }}'
+    member = next(t for t in etcd_tasks if 'hardway.kubernetes.etcd_member' in t)['hardway.kubernetes.etcd_member']
+    assert member['client_cert'] == '{{ _etcd_gateway_cert }}.pem' and member['user'] == '{{ _etcd_admin_user }}'
     flannel = [t['hardway.kubernetes.flannel_network'] for path in ('network', 'main')
                for t in load(f'roles/flannel/tasks/{path}.yml') if 'hardway.kubernetes.flannel_network' in t]
     assert len(flannel) == 2  # the writer and each node's wait
