@@ -20,12 +20,13 @@ PASSWORD = 'member-password'
 @pytest.fixture(scope='module')
 def member_pki(module, tmp_path_factory):
     path = str(tmp_path_factory.mktemp('etcd-member-pki'))
+    certificates = [
+        {'name': 'server', 'ca': 'ca', 'common_name': 'etcd', 'usage': ['client', 'server'],
+         'dns_names': ['localhost'], 'ip_addresses': ['127.0.0.1']},
+        {'name': 'gateway', 'ca': 'ca', 'common_name': '', 'organization': ['gateway']},
+    ]
     result = module('pki', {'path': path, 'authorities': [{'name': 'ca', 'common_name': 'etcd member CA'}],
-                            'certificates': [
-                                {'name': 'server', 'ca': 'ca', 'common_name': 'etcd', 'usage': ['client', 'server'],
-                                 'dns_names': ['localhost'], 'ip_addresses': ['127.0.0.1']},
-                                {'name': 'gateway', 'ca': 'ca', 'common_name': '', 'organization': ['gateway']},
-                            ]})
+                            'certificates': certificates})
     assert result['rc'] == 0, result
     return path
 

@@ -51,8 +51,8 @@ def test_write_guard_and_force(module, etcd, cert_args):
 
 def test_wait_for_the_writer(module, background_module, etcd, cert_args):
     prefix = '/it/flannel-wait'
-    waiting = background_module('flannel_network', args(etcd, cert_args, prefix, config=CONFIG, write=False,
-                                                         wait=60))
+    waiting = background_module('flannel_network',
+                                args(etcd, cert_args, prefix, config=CONFIG, write=False, wait=60))
     assert waiting.running()
     assert module('flannel_network', args(etcd, cert_args, prefix, config=CONFIG))['changed']
     result = waiting.result(timeout=30)

@@ -108,8 +108,8 @@ def test_flannel_port():
     assert checks.flannel_port(FLANNEL) == ('flannel_backend', 8472)
     assert checks.flannel_port(dict(FLANNEL, flannel_backend_overrides={'Port': 8473})) == (
         'flannel_backend_overrides', 8473)
-    assert checks.flannel_port(dict(FLANNEL, flannel_backend_overrides={'Port': None})) == ('flannel_backend_overrides',
-                                                                                           8472)
+    assert checks.flannel_port(dict(FLANNEL, flannel_backend_overrides={'Port': None})) == (
+        'flannel_backend_overrides', 8472)
     assert checks.flannel_port(dict(FLANNEL, flannel_backend={'Type': 'host-gw'})) == (None, None)
 
 
