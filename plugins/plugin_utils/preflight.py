@@ -536,10 +536,15 @@ def flannel_problems(values):
     config = flannel_rules.network_config(values.get('cluster_pod_cidr'), values.get('cluster_pod_subnet_len'),
                                           backend)
     out = []
+    overrides = values.get('flannel_backend_overrides') or {}
     for text in flannel_rules.network_config_problems(config):
         field = re.match(r'^Backend\.(\w+)', text)
         if field:
-            out.append((_flannel_var(values, field.group(1)), text))
+            var = _flannel_var(values, field.group(1))
+            if var == 'flannel_backend' and 'Type' in overrides and 'has no such field' in text:
+                text += ('; flannel_backend_overrides sets Type %s: set %s: ~ there too, to leave it out'
+                         % (overrides['Type'], field.group(1)))
+            out.append((var, text))
         elif text.startswith('Backend'):
             out.append(('flannel_backend', text))
     return out

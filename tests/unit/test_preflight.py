@@ -97,7 +97,8 @@ def test_flannel_backend_against_flannels_rules_named_by_where_it_is_set():
     # host-gw has no VNI or port: the overrides must leave them out
     found = checks.flannel_problems(dict(FLANNEL, flannel_backend_overrides={'Type': 'host-gw'}))
     assert [var for var, _rule in found] == ['flannel_backend', 'flannel_backend']
-    assert 'the host-gw backend has no such field' in found[0][1]
+    assert found[0][1] == ('Backend.VNI: the host-gw backend has no such field (known: none); '
+                           'flannel_backend_overrides sets Type host-gw: set VNI: ~ there too, to leave it out')
     assert checks.flannel_problems(dict(FLANNEL, flannel_backend_overrides={'Type': 'host-gw', 'VNI': None,
                                                                             'Port': None})) == []
     # the pod network's own problems are the pod network's rules, not the backend's
