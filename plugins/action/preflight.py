@@ -24,8 +24,8 @@ from ansible_collections.hardway.kubernetes.plugins.plugin_utils import prefligh
 
 # Values the cross-host and cross-field rules read, besides every cluster_* option.
 _CROSS_FIELD = ('etcd_client_port', 'etcd_peer_port', 'etcd_metrics_url', 'kubelet_fail_swap_on',
-                'node_disable_swap', 'flannel_iface', 'flannel_public_ip', 'flannel_network_config',
-                'preflight_reserved_networks', 'etcd_extra_flags', 'etcd_auth_enabled')
+                'node_disable_swap', 'flannel_iface', 'flannel_public_ip', 'flannel_backend',
+                'flannel_backend_overrides', 'preflight_reserved_networks', 'etcd_extra_flags', 'etcd_auth_enabled')
 
 
 class ActionModule(ActionBase):
@@ -157,11 +157,6 @@ class ActionModule(ActionBase):
         runs_pods = member('cluster_worker_group') or kubelet_on_control_plane and member('cluster_control_plane_group')
         problems += checks.host_problems(host, values, facts, runs_pods, member('cluster_control_plane_group'),
                                          member('cluster_etcd_group'))
-        if runs_pods and 'flannel_network_config' in values and 'cluster_pod_cidr' in values:
-            for text in checks.flannel_config_problems(values['flannel_network_config'],
-                                                       values.get('cluster_pod_cidr'),
-                                                       values.get('cluster_pod_subnet_len')):
-                problems.append(checks.problem('flannel_network_config', values['flannel_network_config'], text, host))
         if not re.match(r'^[A-Za-z0-9][A-Za-z0-9._-]*$', host or ''):
             problems.append(checks.problem('host', host, 'the inventory name names etcd members and files on the '
                                            'hosts: use letters, digits, ".", "_" and "-"', host))

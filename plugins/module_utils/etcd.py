@@ -1,10 +1,10 @@
 # Copyright: hardway.kubernetes contributors
 # Apache License 2.0 (see LICENSE)
-"""etcd v3 through its JSON gateway (standard library only): the value logic of etcd_key, and etcd
-authentication (users, roles, key permissions) for etcd_auth.
+"""etcd v3 through its JSON gateway (standard library only): the client, the value logic of etcd_key
+(a plain key/value module), and etcd authentication (users, roles, key permissions) for etcd_auth.
 
 The gateway speaks JSON over HTTP(S): ``POST /v3/kv/range``, ``/v3/kv/put`` and
-``/v3/kv/deleterange``, ``/v3/auth/...``, with keys and values base64-encoded.
+``/v3/kv/deleterange``, ``/v3/auth/...``, ``/v3/cluster/...``, with keys and values base64-encoded.
 
 With authentication enabled, etcd maps the common name of a gRPC client's
 certificate to the user of that name (``--client-cert-auth``), but never for
@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import json
 
-from ansible_collections.hardway.kubernetes.plugins.module_utils.flannel_config import network_config_problems
 from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient import (
     ConfigError,
     Endpoint,
@@ -52,10 +51,12 @@ TOKEN_ERRORS = (ERR_INVALID_TOKEN, ERR_OLD_REVISION, ERR_USER_EMPTY)
 class EtcdError(Exception):
     """An etcd request failed; ``kind`` tells how (see tlsclient.RequestError, plus ``auth``, ``etcd``)."""
 
-    def __init__(self, message, kind='etcd', endpoint=None):
+    def __init__(self, message, kind='etcd', endpoint=None, errors=None):
         super().__init__(message)
         self.kind = kind
         self.endpoint = endpoint
+        # the request errors of the endpoints tried (tlsclient.RequestError), when that is how it failed
+        self.errors = errors or []
 
 
 # --------------------------------------------------------------------------
@@ -111,45 +112,6 @@ def values_equal(current, desired):
         return strict_equal(parsed_current, desired)
     ok_desired, parsed_desired = parse_json(encoded)
     return ok_desired and strict_equal(parsed_current, parsed_desired)
-
-
-def backend_type(document):
-    """``Backend.Type`` of a flannel network config (parsed JSON), or None."""
-    if isinstance(document, dict):
-        backend = document.get('Backend')
-        if isinstance(backend, dict) and isinstance(backend.get('Type'), str):
-            return backend['Type']
-    return None
-
-
-def backend_change(current, desired):
-    """``(old, new)`` when both values are flannel configs whose backend types differ, else None."""
-    if current is None:
-        return None
-    parsed_desired = desired if isinstance(desired, (dict, list)) else parse_json(encode_value(desired))[1]
-    old = backend_type(parse_json(current)[1])
-    new = backend_type(parsed_desired)
-    if old is not None and new is not None and old != new:
-        return old, new
-    return None
-
-
-def backend_change_message(key, old, new):
-    return ('refusing to change the flannel backend in %s from %r to %r: flanneld only reads its backend at '
-            'start, so every flanneld must be restarted (and the old backend\'s interfaces removed) for the '
-            'change to take effect, and nodes running different backends cannot reach each other in between. '
-            'Set force: true to write it anyway.' % (key, old, new))
-
-
-# Checks etcd_key can run on a value before writing it (its ``validate`` option).
-VALIDATORS = {
-    'flannel_network': network_config_problems,
-}
-
-
-def validation_problems(validator, value):
-    """Why ``value`` must not be written, by the named validator's rules ([] when it may)."""
-    return VALIDATORS[validator](value)
 
 
 def pretty(value):
@@ -324,9 +286,9 @@ class EtcdClient:
             self.endpoint = endpoint
             return answer
         if len(errors) == 1:
-            raise EtcdError(str(errors[0]), errors[0].kind, str(errors[0].endpoint))
+            raise EtcdError(str(errors[0]), errors[0].kind, str(errors[0].endpoint), errors)
         raise EtcdError('no etcd endpoint answered: %s' % '; '.join(str(e) for e in errors),
-                        errors[-1].kind if errors else 'etcd')
+                        errors[-1].kind if errors else 'etcd', errors=errors)
 
     @property
     def endpoint_url(self):
@@ -347,6 +309,13 @@ class EtcdClient:
         for kv in answer.get('kvs') or []:
             out[decode(_unb64(kv.get('key')))] = decode(_unb64(kv.get('value')))
         return out
+
+    def count(self, prefix):
+        """How many keys start with ``prefix``."""
+        raw = to_bytes(prefix)
+        answer = self.call('/v3/kv/range', {'key': _b64(raw or b'\0'), 'range_end': _b64(prefix_end(raw)),
+                                            'count_only': True})
+        return int(answer.get('count') or 0)
 
     def put(self, key, value):
         self.call('/v3/kv/put', {'key': _b64(to_bytes(key)), 'value': _b64(to_bytes(value))})

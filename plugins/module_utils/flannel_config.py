@@ -296,3 +296,97 @@ def network_config_problems(value):
     _check_family(doc, problems, 6)
     _check_backend(doc, problems)
     return problems
+
+
+# --------------------------------------------------------------------------
+# The network config the flannel role writes, and the guard on changing it
+
+
+class NetworkConfigError(ValueError):
+    """The network config must not be written; ``problems`` lists each reason."""
+
+    def __init__(self, message, problems=None):
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+def merge_backend(backend, overrides=None):
+    """``backend`` with ``overrides`` merged over it (shallow); a key set to None in ``overrides`` is removed."""
+    merged = dict(backend or {})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def network_config(network, subnet_len, backend, overrides=None):
+    """flannel's network config for the pod network ``network``: each node leases a ``/subnet_len`` of
+    it, and the backend is ``backend`` with ``overrides`` merged over it (see merge_backend)."""
+    return {'Network': network, 'SubnetLen': subnet_len, 'Backend': merge_backend(backend, overrides)}
+
+
+def describe_backend(backend):
+    """Words for a Backend object, e.g. ``vxlan (VNI 1, Port 8472)``."""
+    if not isinstance(backend, dict):
+        return 'udp (flannel\'s default, no Backend)' if backend is None else _show(backend)
+    kind = backend.get('Type', '(no type)')
+    rest = ', '.join('%s %s' % (k, _show(v)) for k, v in sorted(backend.items()) if k != 'Type')
+    return '%s (%s)' % (kind, rest) if rest else str(kind)
+
+
+def changed_fields(before, after):
+    """Top-level fields (``Backend.<option>`` for the backend) whose values differ, sorted."""
+    out = set()
+    before = before if isinstance(before, dict) else {}
+    for name in set(before) | set(after):
+        if name == 'Backend' and isinstance(before.get(name), dict) and isinstance(after.get(name), dict):
+            old, new = before[name], after[name]
+            out.update('Backend.%s' % k for k in set(old) | set(new) if _json_key(old.get(k)) != _json_key(new.get(k)))
+        elif _json_key(before.get(name)) != _json_key(after.get(name)):
+            out.add(name)
+    return sorted(out)
+
+
+def _json_key(value):
+    """A comparable form of parsed JSON in which true, 1 and 1.0 differ."""
+    return json.dumps(value, sort_keys=True)
+
+
+def plan_network_config(key, current, desired, force, leases):
+    """Whether to write ``desired`` over the stored text ``current`` (None: no config yet).
+
+    ``leases``: how many node subnet leases etcd holds (flanneld runs with the
+    stored config on that many nodes). Returns ``(write, fields)``, the fields
+    that change. Raises NetworkConfigError when ``desired`` breaks flannel's
+    rules, or when it changes the config of a live network (any lease) without
+    ``force``: every flanneld must restart to read it, and nodes that run with
+    different backends (or VNI, or port) cannot reach each other in between.
+    """
+    problems = network_config_problems(desired)
+    if problems:
+        raise NetworkConfigError('refusing to write %s, it breaks flannel\'s rules: %s' % (key, '; '.join(problems)),
+                                 problems)
+    if current is None:
+        return True, sorted(desired)
+    try:
+        stored = json.loads(current)
+    except ValueError:
+        stored = None
+    if _json_key(stored) == _json_key(desired):
+        return False, []
+    fields = changed_fields(stored, desired)
+    if leases and not force:
+        if isinstance(stored, dict):
+            old = describe_backend(stored.get('Backend'))
+        else:
+            old = 'unreadable (%s is not a JSON object)' % _show(current)
+        raise NetworkConfigError(
+            'refusing to change flannel\'s network config in %s on a live network (%d node lease%s): the backend '
+            'is %s and would become %s (changed: %s). flanneld reads it only at start, so every flanneld must '
+            'restart (the flannel role restarts each one), and nodes running the old and the new settings cannot '
+            'reach each other in between. Set force: true (flannel_force_network_config: true) to change it.'
+            % (key, leases, '' if leases == 1 else 's', old, describe_backend(desired.get('Backend')),
+               ', '.join(fields)))
+    return True, fields

@@ -37,6 +37,8 @@ class RequestError(Exception):
         super().__init__(message)
         self.kind = kind
         self.endpoint = endpoint
+        # True when it failed before the connection (TCP and TLS) was up, so nothing was sent
+        self.connecting = False
 
 
 class Endpoint:
@@ -217,6 +219,13 @@ def request(endpoint, method, path, payload=None, context=None, timeout=10.0, he
         conn = http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=timeout, context=context)
     else:
         conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
+    try:
+        conn.connect()
+    except (OSError, http.client.HTTPException) as exc:
+        error = classify(exc, endpoint, timeout, names)
+        error.connecting = True
+        conn.close()
+        raise error from None
     try:
         conn.request(method, endpoint.prefix + path, body=body, headers=all_headers)
         answer = conn.getresponse()

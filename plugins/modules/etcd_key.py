@@ -16,10 +16,6 @@ description:
   - With O(state=present) the key is written only when its value differs. When the desired value
     is a dictionary or list, or when both the stored and the desired value parse as JSON, the
     parsed documents are compared, so key order and spacing do not matter.
-  - Writing a flannel network configuration whose C(Backend.Type) differs from the stored one is
-    refused unless O(force=true), because every flanneld has to be restarted for such a change.
-  - With O(validate) the value is checked against the rules of what reads it before anything is
-    written, also in check mode; a bad value fails with a message naming each bad field and value.
   - When etcd authentication is on, requests through the JSON gateway need O(user) and O(password),
     since etcd maps client certificate names to users only for gRPC clients.
 author:
@@ -64,23 +60,6 @@ options:
     description: Seconds to wait for each endpoint before trying the next.
     type: float
     default: 10
-  force:
-    description: Write a flannel network configuration even when it changes C(Backend.Type).
-    type: bool
-    default: false
-  validate:
-    description:
-      - Check O(value) before writing it (with O(state=present)); the module fails, naming every bad
-        field, its value and the rule, and writes nothing.
-      - V(flannel_network) applies flannel v0.28's own rules for its network configuration
-        (C(<prefix>/config)) -- C(Network) an IPv4 network without host bits, C(SubnetLen) at most 30
-        and at least two more than the network's prefix (or the network /28 or larger without it),
-        C(SubnetMin)/C(SubnetMax) inside C(Network) and on a subnet boundary, the IPv6 twins when
-        C(EnableIPv6) is true, a C(Backend.Type) flanneld has, and for vxlan a C(VNI) whose device
-        name C(flannel.<VNI>) fits a Linux interface name and a C(Port) up to 65535 -- plus the JSON
-        types flannel decodes (a number given as a string is refused).
-    type: str
-    choices: [flannel_network]
   user:
     description:
       - etcd user to log in as when etcd authentication is on; ignored while it is off.
@@ -99,21 +78,18 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: Flannel network configuration
+- name: A JSON document (stored compact with sorted keys; compared as JSON)
   hardway.kubernetes.etcd_key:
-    endpoints: "{{ groups['etcd'] | map('extract', hostvars, 'etcd_client_url') | list }}"
+    endpoints: [https://10.0.0.11:2379, https://10.0.0.12:2379]
     ca_cert: /etc/etcd/ca.pem
-    client_cert: /etc/etcd/flannel.pem
-    client_key: /etc/etcd/flannel-key.pem
-    key: /coreos.com/network/config
+    client_cert: /etc/etcd/gateway.pem
+    client_key: /etc/etcd/gateway-key.pem
+    key: /myapp/settings
     user: etcd-admin
     password: "{{ lookup('ansible.builtin.file', 'etcd-admin-password') }}"
     value:
-      Network: 10.200.0.0/16
-      SubnetLen: 24
-      Backend:
-        Type: vxlan
-    validate: flannel_network
+      replicas: 3
+      features: [a, b]
 
 - name: Flannel's subnet leases
   hardway.kubernetes.etcd_key:
@@ -174,13 +150,9 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import (  # noqa: E402
     EtcdClient,
     EtcdError,
-    backend_change,
-    VALIDATORS,
-    backend_change_message,
     encode_value,
     parse_json,
     pretty,
-    validation_problems,
     values_equal,
 )
 from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient import ConfigError  # noqa: E402
@@ -196,8 +168,6 @@ def argument_spec():
         'client_cert': {'type': 'path'},
         'client_key': {'type': 'path', 'no_log': False},
         'timeout': {'type': 'float', 'default': 10},
-        'force': {'type': 'bool', 'default': False},
-        'validate': {'type': 'str', 'choices': sorted(VALIDATORS)},
         'user': {'type': 'str'},
         'password': {'type': 'str', 'no_log': True},
     }
@@ -243,10 +213,6 @@ def run(module, client):
     if values_equal(current, desired):
         result['value'] = current  # what etcd holds (it may differ in key order only)
         return result
-    change = backend_change(current, desired)
-    if change and not params['force']:
-        module.fail_json(msg=backend_change_message(key, *change), previous=current,
-                         endpoint=client.endpoint_url)
     result['changed'] = True
     if module._diff:
         result['diff'] = {'before': pretty(current), 'after': pretty(stored), 'before_header': header,
@@ -275,12 +241,6 @@ def main():
             encode_value(params['value'])
         except (TypeError, ValueError) as exc:
             module.fail_json(msg='value: cannot be serialised as JSON: %s' % exc)
-        if params['validate']:
-            problems = validation_problems(params['validate'], params['value'])
-            if problems:
-                module.fail_json(msg='value: refusing to write %s (validate: %s): %s'
-                                 % (params['key'], params['validate'], '; '.join(problems)),
-                                 problems=problems)
     try:
         client = EtcdClient(params['endpoints'], params['ca_cert'], params['client_cert'],
                             params['client_key'], params['timeout'], params['user'], params['password'])

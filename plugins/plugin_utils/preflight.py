@@ -506,23 +506,58 @@ def option_problems(name, value, spec, rule=None):
 
 # ------------------------------------------------------------------ flannel
 
-def flannel_config_problems(config, pod_cidr=None, subnet_len=None):
-    """What is wrong with a flannel network config (the JSON in <prefix>/config).
+# vxlan's port when the backend leaves it out (0 too: the kernel's default); udp's
+FLANNEL_DEFAULT_PORTS = {'vxlan': 8472, 'udp': 8285}
 
-    flannel's own rules come from module_utils/flannel_config.py, which
-    etcd_key also applies before it writes; here, besides, the config must
-    say what the rest of the cluster is built on: ``pod_cidr`` and
-    ``subnet_len``, when given.
-    """
-    problems = list(flannel_rules.network_config_problems(config))
-    if not isinstance(config, dict):
-        return problems
-    if pod_cidr is not None and config.get('Network') != pod_cidr:
-        problems.append('Network = %s must be cluster_pod_cidr (%s)' % (short(config.get('Network')), pod_cidr))
-    length = as_int(config.get('SubnetLen'))
-    if subnet_len is not None and length is not None and length != as_int(subnet_len):
-        problems.append('SubnetLen = %s must be cluster_pod_subnet_len (%s)' % (length, subnet_len))
-    return problems
+
+def _flannel_var(values, field):
+    """The variable a backend option comes from: the overrides when they set it, else flannel_backend."""
+    overrides = values.get('flannel_backend_overrides')
+    if isinstance(overrides, dict) and field in overrides:
+        return 'flannel_backend_overrides'
+    return 'flannel_backend'
+
+
+def flannel_backend(values):
+    """The backend the flannel role writes (flannel_backend with the overrides merged), or None."""
+    backend, overrides = values.get('flannel_backend'), values.get('flannel_backend_overrides')
+    if not isinstance(backend, dict) or overrides is not None and not isinstance(overrides, dict):
+        return None
+    return flannel_rules.merge_backend(backend, overrides)
+
+
+def flannel_problems(values):
+    """[(variable, rule)]: the backend against flannel's own rules, in the network config the flannel role
+    builds from cluster_pod_cidr and cluster_pod_subnet_len (module_utils/flannel_config.py, which the
+    flannel_network module also applies before it writes). The pod network and the subnet length have
+    rules of their own."""
+    backend = flannel_backend(values)
+    if backend is None:
+        return []
+    config = flannel_rules.network_config(values.get('cluster_pod_cidr'), values.get('cluster_pod_subnet_len'),
+                                          backend)
+    out = []
+    overrides = values.get('flannel_backend_overrides') or {}
+    for text in flannel_rules.network_config_problems(config):
+        field = re.match(r'^Backend\.(\w+)', text)
+        if field:
+            var = _flannel_var(values, field.group(1))
+            if var == 'flannel_backend' and 'Type' in overrides and 'has no such field' in text:
+                text += ('; flannel_backend_overrides sets Type %s: set %s: ~ there too, to leave it out'
+                         % (overrides['Type'], field.group(1)))
+            out.append((var, text))
+        elif text.startswith('Backend'):
+            out.append(('flannel_backend', text))
+    return out
+
+
+def flannel_port(values):
+    """(variable, UDP port) flannel's backend listens on, or (None, None) when it listens on none."""
+    backend = flannel_backend(values)
+    if not backend or backend.get('Type') not in FLANNEL_DEFAULT_PORTS:
+        return None, None
+    port = backend.get('Port') or FLANNEL_DEFAULT_PORTS[backend['Type']]
+    return _flannel_var(values, 'Port'), port
 
 
 # ------------------------------------------------------------------ hosts
@@ -575,7 +610,9 @@ def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd):
     if is_control_plane:
         ports['cluster_apiserver_port'] = values.get('cluster_apiserver_port')
     if runs_pods:
-        ports['cluster_flannel_port'] = values.get('cluster_flannel_port')
+        var, port = flannel_port(values)
+        if var:
+            ports[var] = port
     seen = {}
     for var, port in ports.items():
         if isinstance(port, int):
@@ -612,16 +649,7 @@ def setting_problems(values):
     if isinstance(cert, int) and isinstance(ca, int) and cert > ca:
         out.append(('pki_cert_lifetime_days', 'is longer than pki_ca_lifetime_days (%d): a certificate cannot '
                     'outlive the CA that signs it' % ca))
-    vni, port = values.get('cluster_flannel_vni'), values.get('cluster_flannel_port')
-    config = values.get('flannel_network_config')
-    if isinstance(config, dict) and isinstance(config.get('Backend'), dict):
-        backend = config['Backend']
-        if isinstance(vni, int) and backend.get('VNI') is not None and as_int(backend['VNI']) != vni:
-            out.append(('flannel_network_config', 'sets Backend.VNI %s, but cluster_flannel_vni is %d'
-                        % (backend['VNI'], vni)))
-        if isinstance(port, int) and backend.get('Port') is not None and as_int(backend['Port']) != port:
-            out.append(('flannel_network_config', 'sets Backend.Port %s, but cluster_flannel_port is %d'
-                        % (backend['Port'], port)))
+    out.extend(flannel_problems(values))
     return out
 
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = ["pki", "kubeconfig", "etcd_key", "etcd_auth", "node_ready", "install_files", "artifact_fetch", "services",
-           "preflight"]
+MODULES = ["pki", "kubeconfig", "etcd_key", "etcd_auth", "etcd_member", "flannel_network", "node_ready",
+           "install_files", "artifact_fetch", "services", "preflight"]
 
 
 @pytest.fixture(scope="module")

@@ -68,8 +68,8 @@ BAD_FORMAT = {
 
 
 # What a flannel network config case depends on besides itself.
-FLANNEL_INPUTS = frozenset(['flannel_network_config', 'cluster_pod_cidr', 'cluster_pod_subnet_len',
-                            'cluster_flannel_vni', 'cluster_flannel_port'])
+FLANNEL_INPUTS = frozenset(['flannel_backend', 'flannel_backend_overrides', 'cluster_pod_cidr',
+                            'cluster_pod_subnet_len'])
 
 # Options the lab inventory sets per host: a bad value goes to one host's vars.
 HOST_SCOPED = frozenset(['cluster_node_address'])
@@ -279,21 +279,21 @@ def cross_cases(addresses: list[str]) -> list[Case]:
         Case('certificate outlives its CA', {'pki_cert_lifetime_days': 4000},
              expect=['pki_cert_lifetime_days = 4000: is longer than pki_ca_lifetime_days'],
              touches=frozenset(['pki_cert_lifetime_days'])),
-        Case('flannel network is not the pod network',
-             {'flannel_network_config': {'Network': '10.100.0.0/16', 'SubnetLen': 24,
-                                         'Backend': {'Type': 'vxlan', 'VNI': 1, 'Port': 8472}}},
-             expect=['Network = "10.100.0.0/16" must be cluster_pod_cidr'], touches=FLANNEL_INPUTS),
-        Case('flannel backend unknown',
-             {'flannel_network_config': {'Network': '10.200.0.0/16', 'SubnetLen': 24, 'Backend': {'Type': 'gre'}}},
-             expect=['Backend.Type = "gre": flannel has no such backend'], touches=FLANNEL_INPUTS),
-        Case('flannel VNI differs from cluster_flannel_vni',
-             {'flannel_network_config': {'Network': '10.200.0.0/16', 'SubnetLen': 24,
-                                         'Backend': {'Type': 'vxlan', 'VNI': 7, 'Port': 8472}}},
-             expect=['sets Backend.VNI 7, but cluster_flannel_vni is 1'], touches=FLANNEL_INPUTS),
-        Case('flannel SubnetLen leaves no room',
-             {'flannel_network_config': {'Network': '10.200.0.0/16', 'SubnetLen': 17,
-                                         'Backend': {'Type': 'vxlan', 'VNI': 1, 'Port': 8472}}},
-             expect=['SubnetLen = 17: must be at least 18'], touches=FLANNEL_INPUTS),
+        Case('flannel backend unknown', {'flannel_backend_overrides': {'Type': 'gre'}},
+             expect=["flannel_backend_overrides = {'Type': 'gre'}: flannel_backend_overrides.Type must be one of "
+                     'vxlan, host-gw'], touches=FLANNEL_INPUTS),
+        Case('flannel VNI too long for the device name', {'flannel_backend': {'Type': 'vxlan', 'VNI': 10000000}},
+             expect=['Backend.VNI = 10000000: flannel names its device flannel.10000000, longer than the 15 '
+                     'characters'], touches=FLANNEL_INPUTS),
+        Case('flannel port given as a string', {'flannel_backend_overrides': {'Port': '8473'}},
+             expect=['flannel_backend_overrides = {\'Port\': \'8473\'}: Backend.Port = "8473": must be a whole '
+                     'number'], touches=FLANNEL_INPUTS),
+        Case('host-gw with vxlan options', {'flannel_backend_overrides': {'Type': 'host-gw'}},
+             expect=['Backend.VNI: the host-gw backend has no such field'], touches=FLANNEL_INPUTS),
+        Case('flannel port collides with etcd', {'cluster_control_plane_kubelet': True,
+                                                 'flannel_backend_overrides': {'Port': 2379}},
+             expect=["flannel_backend_overrides = {'Port': 2379}: is the same port as etcd_client_port"],
+             touches=frozenset(['@groups'])),
         Case('flannel interface not on the host', {'flannel_iface': 'eth9'},
              expect=['flannel_iface = "eth9": is neither an address nor an interface of this host'],
              touches=frozenset(['flannel_iface'])),

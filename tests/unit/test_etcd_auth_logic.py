@@ -43,7 +43,9 @@ class FakeGateway:
     # -- transport
     def __call__(self, endpoint, method, path, payload=None, context=None, timeout=10.0, headers=None, names=None):
         if str(endpoint) in self.down:
-            raise RequestError(f'connection refused by {endpoint}', 'refused', endpoint)
+            error = RequestError(f'connection refused by {endpoint}', 'refused', endpoint)
+            error.connecting = True
+            raise error
         token = (headers or {}).get('Authorization')
         self.requests.append((str(endpoint), path, token))
         try:
@@ -603,7 +605,11 @@ def test_collection_talks_to_etcd_with_the_gateway_certificate_and_a_login():
     assert auth['client_cert'] == '{{ _etcd_gateway_cert_file }}'
     assert auth['client_key'] == '{{ _etcd_gateway_key_file }}'
     assert auth['user'] == '{{ _etcd_admin_user }}' and auth['enabled'] == '{{ etcd_auth_enabled }}'
-    network = load('roles/flannel/tasks/network.yml')[0]['hardway.kubernetes.etcd_key']
-    assert "state_path('cert', 'etcd-client-gateway')" in network['client_cert']
-    assert network['user'] == 'etcd-admin' and "state_path('etcd_admin_password')" in network['password']
-    assert network['validate'] == 'flannel_network'
+    member = next(t for t in etcd_tasks if 'hardway.kubernetes.etcd_member' in t)['hardway.kubernetes.etcd_member']
+    assert member['client_cert'] == '{{ _etcd_gateway_cert_file }}' and member['user'] == '{{ _etcd_admin_user }}'
+    flannel = [t['hardway.kubernetes.flannel_network'] for path in ('network', 'main')
+               for t in load(f'roles/flannel/tasks/{path}.yml') if 'hardway.kubernetes.flannel_network' in t]
+    assert len(flannel) == 2  # the writer and each node's wait
+    for network in flannel:
+        assert "state_path('cert', 'etcd-client-gateway')" in network['client_cert']
+        assert network['user'] == 'etcd-admin' and "state_path('etcd_admin_password')" in network['password_file']

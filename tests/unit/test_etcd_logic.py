@@ -1,4 +1,4 @@
-"""etcd_key's pure logic: value encoding and comparison, the flannel backend guard, key ranges."""
+"""etcd_key's pure logic: value encoding and comparison, key ranges; the client's configuration errors."""
 
 from __future__ import annotations
 
@@ -45,21 +45,6 @@ def test_encode_value():
 )
 def test_values_equal(current, desired, equal):
     assert E.values_equal(current, desired) is equal
-
-
-def test_backend_change():
-    stored = E.encode_value(FLANNEL)
-    host_gw = dict(FLANNEL, Backend={'Type': 'host-gw'})
-    assert E.backend_change(stored, host_gw) == ('vxlan', 'host-gw')
-    assert E.backend_change(stored, E.encode_value(host_gw)) == ('vxlan', 'host-gw')
-    assert E.backend_change(stored, dict(FLANNEL, SubnetLen=25)) is None
-    assert E.backend_change(None, host_gw) is None
-    assert E.backend_change('{"Network": "10.0.0.0/8"}', host_gw) is None
-    assert E.backend_change(stored, {'Network': '10.0.0.0/8'}) is None
-    assert E.backend_change('garbage', host_gw) is None
-    assert E.backend_change(stored, 'plain text') is None
-    message = E.backend_change_message('/coreos.com/network/config', 'vxlan', 'host-gw')
-    assert "from 'vxlan' to 'host-gw'" in message and 'force: true' in message and 'restart' in message
 
 
 def test_prefix_end():

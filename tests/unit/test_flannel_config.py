@@ -1,11 +1,11 @@
-"""flannel's rules for its network config (module_utils/flannel_config.py), and etcd_key's validate option."""
+"""flannel's rules for its network config (module_utils/flannel_config.py); the module that writes it is
+tested in test_flannel_network.py."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from ansible_collections.hardway.kubernetes.plugins.module_utils import etcd as E
 from ansible_collections.hardway.kubernetes.plugins.module_utils.flannel_config import network_config_problems
 
 GOOD = {'Network': '10.200.0.0/16', 'SubnetLen': 24, 'Backend': {'Type': 'vxlan', 'VNI': 1, 'Port': 8472}}
@@ -263,41 +263,3 @@ def test_vxlan_vni_with_ipv6_device_name():
     doc = {'EnableIPv6': True, 'Network': '10.200.0.0/16', 'IPv6Network': 'fd00::/48',
            'Backend': {'Type': 'vxlan', 'VNI': 10000}}
     only(network_config_problems(doc), 'flannel-v6.10000', 'at most 9999 with EnableIPv6')
-
-
-# ------------------------------------------------------------------ through etcd_key
-def test_validators_registry():
-    assert E.validation_problems('flannel_network', GOOD) == []
-    assert E.validation_problems('flannel_network', json.dumps(dict(GOOD, SubnetLen=8))) != []
-
-
-def test_etcd_key_refuses_an_invalid_value_before_connecting(run_module):
-    # the endpoint does not exist: the module must fail on the value, not on the connection
-    args = {'endpoints': ['https://127.0.0.1:1'], 'key': '/coreos.com/network/config',
-            'value': dict(GOOD, SubnetLen=31, Network='10.200.0.1/16'), 'validate': 'flannel_network'}
-    result = run_module('etcd_key', args)
-    assert result['failed'], result
-    assert result['msg'].startswith('value: refusing to write /coreos.com/network/config (validate: flannel_network): ')
-    assert 'Network = "10.200.0.1/16"' in result['msg'] and len(result['problems']) == 1
-    # check mode refuses it too
-    assert run_module('etcd_key', args, check=True)['failed']
-
-
-def test_etcd_key_validates_json_text_values(run_module):
-    args = {'endpoints': ['https://127.0.0.1:1'], 'key': 'k', 'validate': 'flannel_network',
-            'value': json.dumps(dict(GOOD, Backend={'Type': 'vxlan', 'Port': 99999}))}
-    result = run_module('etcd_key', args)
-    assert result['failed'] and 'Backend.Port = 99999' in result['msg']
-
-
-def test_etcd_key_valid_value_goes_on_to_etcd(run_module):
-    args = {'endpoints': ['https://127.0.0.1:1'], 'key': 'k', 'validate': 'flannel_network', 'value': GOOD}
-    result = run_module('etcd_key', args)
-    assert result['failed'] and result['error_kind'] == 'refused'  # it got as far as connecting
-
-
-def test_etcd_key_validation_is_opt_in(run_module):
-    args = {'endpoints': ['https://127.0.0.1:1'], 'key': 'k', 'value': {'not': 'flannel'}}
-    assert run_module('etcd_key', args)['error_kind'] == 'refused'
-    result = run_module('etcd_key', dict(args, validate='nope'))
-    assert result['failed'] and 'validate' in result['msg']

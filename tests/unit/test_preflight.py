@@ -82,16 +82,36 @@ def test_formats_accept_good_values(fmt, good):
     assert checks.format_problem(fmt, good) is None
 
 
-def test_flannel_rules_are_flannels_and_the_clusters():
-    good = {'Network': '10.200.0.0/16', 'SubnetLen': 24, 'Backend': {'Type': 'vxlan', 'VNI': 1, 'Port': 8472}}
-    assert checks.flannel_config_problems(good, '10.200.0.0/16', 24) == []
-    assert any('SubnetLen = 16' in p for p in checks.flannel_config_problems(dict(good, SubnetLen=16)))
-    assert any('Backend.Type = "gre"' in p for p in checks.flannel_config_problems(dict(good, Backend={'Type': 'gre'})))
-    assert checks.flannel_config_problems('x')
-    assert checks.flannel_config_problems(good, '10.100.0.0/16', 24) == [
-        'Network = "10.200.0.0/16" must be cluster_pod_cidr (10.100.0.0/16)']
-    assert checks.flannel_config_problems(good, '10.200.0.0/16', 23) == [
-        'SubnetLen = 24 must be cluster_pod_subnet_len (23)']
+FLANNEL = {'cluster_pod_cidr': '10.200.0.0/16', 'cluster_pod_subnet_len': 24,
+           'flannel_backend': {'Type': 'vxlan', 'VNI': 1, 'Port': 8472}, 'flannel_backend_overrides': {}}
+
+
+def test_flannel_backend_against_flannels_rules_named_by_where_it_is_set():
+    assert checks.flannel_problems(FLANNEL) == []
+    assert checks.flannel_problems(dict(FLANNEL, flannel_backend_overrides={'VNI': 10000000})) == [
+        ('flannel_backend_overrides', 'Backend.VNI = 10000000: flannel names its device flannel.10000000, longer '
+         'than the 15 characters of a Linux interface name (so the VNI can be at most 9999999)')]
+    found = checks.flannel_problems(dict(FLANNEL, flannel_backend={'Type': 'vxlan', 'VNI': 1, 'Port': '8472'}))
+    assert found == [('flannel_backend', 'Backend.Port = "8472": must be a whole number (flannel cannot read a '
+                      'string)')]
+    # host-gw has no VNI or port: the overrides must leave them out
+    found = checks.flannel_problems(dict(FLANNEL, flannel_backend_overrides={'Type': 'host-gw'}))
+    assert [var for var, _rule in found] == ['flannel_backend', 'flannel_backend']
+    assert found[0][1] == ('Backend.VNI: the host-gw backend has no such field (known: none); '
+                           'flannel_backend_overrides sets Type host-gw: set VNI: ~ there too, to leave it out')
+    assert checks.flannel_problems(dict(FLANNEL, flannel_backend_overrides={'Type': 'host-gw', 'VNI': None,
+                                                                            'Port': None})) == []
+    # the pod network's own problems are the pod network's rules, not the backend's
+    assert checks.flannel_problems(dict(FLANNEL, cluster_pod_subnet_len=31)) == []
+
+
+def test_flannel_port():
+    assert checks.flannel_port(FLANNEL) == ('flannel_backend', 8472)
+    assert checks.flannel_port(dict(FLANNEL, flannel_backend_overrides={'Port': 8473})) == (
+        'flannel_backend_overrides', 8473)
+    assert checks.flannel_port(dict(FLANNEL, flannel_backend_overrides={'Port': None})) == (
+        'flannel_backend_overrides', 8472)
+    assert checks.flannel_port(dict(FLANNEL, flannel_backend={'Type': 'host-gw'})) == (None, None)
 
 
 HOSTS = {
@@ -193,7 +213,7 @@ def test_host_rules():
     values = {'cluster_node_address': '10.0.0.5', 'kubelet_fail_swap_on': True, 'node_disable_swap': False,
               'flannel_iface': 'eth7', 'etcd_client_port': 2379, 'etcd_peer_port': 2379,
               'etcd_metrics_url': 'http://127.0.0.1:2381', 'cluster_apiserver_port': 6443,
-              'cluster_flannel_port': 8472, 'cluster_etcd_client_port': 2379}
+              'flannel_backend': {'Type': 'vxlan', 'Port': 6443}, 'cluster_etcd_client_port': 2379}
     facts = {'all_ipv4_addresses': ['10.0.0.6'], 'interfaces': ['lo', 'eth0']}
     lines = checks.render(checks.host_problems('h', values, facts, True, True, True), ['h', 'x'])
     assert 'host h: cluster_node_address = "10.0.0.5": is not an address of this host (it has 10.0.0.6); set ' \
@@ -201,6 +221,8 @@ def test_host_rules():
     assert any('kubelet_fail_swap_on = True: is true while node_disable_swap is false' in line for line in lines)
     assert any('flannel_iface = "eth7": is neither an address nor an interface' in line for line in lines)
     assert any('etcd_peer_port = 2379: is the same port as etcd_client_port' in line for line in lines)
+    assert any("flannel_backend = {'Type': 'vxlan', 'Port': 6443}: is the same port as cluster_apiserver_port" in line
+               for line in lines)
 
 
 def test_settings_that_must_agree():
