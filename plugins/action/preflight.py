@@ -31,7 +31,7 @@ _CROSS_FIELD = ('etcd_client_port', 'etcd_peer_port', 'etcd_metrics_url', 'kubel
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(('scope', 'roles', 'rules', 'config_fields', 'result_var', 'supported_os'))
+    _VALID_ARGS = frozenset(('scope', 'roles', 'rules', 'config_fields', 'removed', 'result_var', 'supported_os'))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -157,6 +157,10 @@ class ActionModule(ActionBase):
         runs_pods = member('cluster_worker_group') or kubelet_on_control_plane and member('cluster_control_plane_group')
         problems += checks.host_problems(host, values, facts, runs_pods, member('cluster_control_plane_group'),
                                          member('cluster_etcd_group'))
+        for name, instead in sorted((args.get('removed') or {}).items()):
+            if name in task_vars:
+                problems.append(checks.problem(name, _plain(task_vars[name]), 'is no longer read by this collection: %s'
+                                               % instead, host))
         if not re.match(r'^[A-Za-z0-9][A-Za-z0-9._-]*$', host or ''):
             problems.append(checks.problem('host', host, 'the inventory name names etcd members and files on the '
                                            'hosts: use letters, digits, ".", "_" and "-"', host))

@@ -51,6 +51,10 @@ options:
         option may set only those), such as C(KubeletConfiguration) for C(kubelet_config_overrides).
     type: dict
     default: {}
+  removed:
+    description: Variables the collection no longer reads -> what replaces them; a host that sets one is a problem.
+    type: dict
+    default: {}
   supported_os:
     description: Distributions and major versions the roles support (O(scope=host)); empty to skip the check.
     type: dict
@@ -111,6 +115,7 @@ def main():
         'roles': {'type': 'list', 'elements': 'str', 'default': []},
         'rules': {'type': 'dict', 'default': {}},
         'config_fields': {'type': 'dict', 'default': {}},
+        'removed': {'type': 'dict', 'default': {}},
         'supported_os': {'type': 'dict', 'default': {}},
         'result_var': {'type': 'str', 'default': '_preflight_host'},
     }, supports_check_mode=True)

@@ -218,6 +218,9 @@ def cross_cases(addresses: list[str]) -> list[Case]:
     pins = versions['cluster_default_versions']
     network = '.'.join(addresses[0].split('.')[:3]) + '.0/24'
     out = [
+        Case('a variable the collection no longer reads', {'cluster_flannel_port': 8473},
+             expect=['cluster_flannel_port = 8473: is no longer read by this collection'],
+             touches=frozenset(['cluster_flannel_port'])),
         Case('missing worker group', {'cluster_worker_group': 'no-such-group'},
              expect=['cluster_worker_group = "no-such-group": names the inventory group "no-such-group", which is '
                      'missing'], touches=frozenset(['@groups'])),
