@@ -237,7 +237,7 @@ def settings() -> dict:
                 found[wanted[item["name"]]] = item.get("value")
     except (json.JSONDecodeError, TypeError):
         pass
-    found["fact_gathering"] = "preflight play only: gather_subset [min, default_ipv4]"
+    found["fact_gathering"] = "preflight play only: gather_subset [min, network]"
     found["site_yml_strategy"] = "free for the etcd/control-plane/node play, linear for the others"
     found["cores"] = os.cpu_count()
     found["sha256_mb_per_s"] = machine_speed()
