@@ -63,6 +63,16 @@ class EtcdError(Exception):
 # Values (pure functions)
 
 
+def etcd_connection_spec():
+    """The argument spec of how a module reaches etcd (documented by the doc fragment hardway.kubernetes.etcd)."""
+    return {
+        'endpoints': {'type': 'list', 'elements': 'str', 'required': True},
+        'ca_cert': {'type': 'path'},
+        'client_cert': {'type': 'path'},
+        'client_key': {'type': 'path', 'no_log': False},
+    }
+
+
 def encode_value(value):
     """The string stored for a ``value`` option: strings as they are, anything else as compact sorted JSON."""
     if isinstance(value, str):

@@ -26,25 +26,9 @@ description:
     etcd's JSON gateway never maps client certificate names to users.
 author:
   - hardway.kubernetes developers (@hardway)
+extends_documentation_fragment:
+  - hardway.kubernetes.etcd
 options:
-  endpoints:
-    description:
-      - Client URLs of etcd members, for example V(https://10.0.0.11:2379). Tried in order until
-        one answers. A URL without a scheme is taken as https.
-    type: list
-    elements: str
-    required: true
-  ca_cert:
-    description:
-      - PEM file with the CA that signed the etcd server certificates.
-      - Without it the system trust store is used.
-    type: path
-  client_cert:
-    description: PEM file with the client certificate presented to etcd.
-    type: path
-  client_key:
-    description: PEM file with the client certificate's private key.
-    type: path
   timeout:
     description: Seconds to wait for each endpoint before trying the next.
     type: float
@@ -182,6 +166,7 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import (  
     AuthSpecError,
     EtcdClient,
     EtcdError,
+    etcd_connection_spec,
     run_auth,
 )
 from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient import ConfigError  # noqa: E402
@@ -193,11 +178,7 @@ def argument_spec():
         'prefix': {'type': 'bool', 'default': False},
         'type': {'type': 'str', 'choices': ['read', 'write', 'readwrite'], 'default': 'readwrite'},
     }
-    return {
-        'endpoints': {'type': 'list', 'elements': 'str', 'required': True},
-        'ca_cert': {'type': 'path'},
-        'client_cert': {'type': 'path'},
-        'client_key': {'type': 'path', 'no_log': False},
+    return dict(etcd_connection_spec(), **{
         'timeout': {'type': 'float', 'default': 10},
         'user': {'type': 'str'},
         'password': {'type': 'str', 'no_log': True},
@@ -210,7 +191,7 @@ def argument_spec():
             'roles': {'type': 'list', 'elements': 'str', 'default': []},
         }},
         'enabled': {'type': 'bool'},
-    }
+    })
 
 
 def main():

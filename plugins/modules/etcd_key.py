@@ -20,14 +20,9 @@ description:
     since etcd maps client certificate names to users only for gRPC clients.
 author:
   - hardway.kubernetes developers (@hardway)
+extends_documentation_fragment:
+  - hardway.kubernetes.etcd
 options:
-  endpoints:
-    description:
-      - Client URLs of etcd members, for example V(https://10.0.0.11:2379). Tried in order until
-        one answers. A URL without a scheme is taken as https.
-    type: list
-    elements: str
-    required: true
   key:
     description:
       - The key. With O(state=list), the prefix of the keys to list.
@@ -45,17 +40,6 @@ options:
     type: str
     choices: [present, absent, get, list]
     default: present
-  ca_cert:
-    description:
-      - PEM file with the CA that signed the etcd server certificates.
-      - Without it the system trust store is used.
-    type: path
-  client_cert:
-    description: PEM file with the client certificate presented to etcd.
-    type: path
-  client_key:
-    description: PEM file with the client certificate's private key.
-    type: path
   timeout:
     description: Seconds to wait for each endpoint before trying the next.
     type: float
@@ -150,6 +134,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import (  # noqa: E402
     EtcdClient,
     EtcdError,
+    etcd_connection_spec,
     encode_value,
     parse_json,
     pretty,
@@ -159,18 +144,14 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient impor
 
 
 def argument_spec():
-    return {
-        'endpoints': {'type': 'list', 'elements': 'str', 'required': True},
+    return dict(etcd_connection_spec(), **{
         'key': {'type': 'str', 'required': True, 'no_log': False},
         'value': {'type': 'raw'},
         'state': {'type': 'str', 'choices': ['present', 'absent', 'get', 'list'], 'default': 'present'},
-        'ca_cert': {'type': 'path'},
-        'client_cert': {'type': 'path'},
-        'client_key': {'type': 'path', 'no_log': False},
         'timeout': {'type': 'float', 'default': 10},
         'user': {'type': 'str'},
         'password': {'type': 'str', 'no_log': True},
-    }
+    })
 
 
 def json_or_none(value):

@@ -30,6 +30,8 @@ description:
   - When etcd authentication is on, the gateway needs O(user) and O(password) of a root user.
 author:
   - hardway.kubernetes developers (@hardway)
+extends_documentation_fragment:
+  - hardway.kubernetes.etcd
 options:
   endpoints:
     description:
@@ -57,17 +59,6 @@ options:
     description: Whether this member's data directory already holds a member (C(<data-dir>/member) exists).
     type: bool
     default: false
-  ca_cert:
-    description:
-      - PEM file with the CA that signed the etcd server certificates.
-      - Without it the system trust store is used.
-    type: path
-  client_cert:
-    description: PEM file with the client certificate presented to etcd.
-    type: path
-  client_key:
-    description: PEM file with the client certificate's private key.
-    type: path
   user:
     description:
       - etcd user to log in as when etcd authentication is on (adding a member needs the role
@@ -155,7 +146,7 @@ endpoint:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import EtcdClient, EtcdError  # noqa: E402
+from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import EtcdClient, EtcdError, etcd_connection_spec  # noqa: E402
 from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd_member import (  # noqa: E402
     MembershipError,
     run_member,
@@ -164,20 +155,16 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient impor
 
 
 def argument_spec():
-    return {
-        'endpoints': {'type': 'list', 'elements': 'str', 'required': True},
+    return dict(etcd_connection_spec(), **{
         'name': {'type': 'str', 'required': True},
         'peer_urls': {'type': 'list', 'elements': 'str', 'required': True},
         'initial_cluster': {'type': 'str', 'required': True},
         'member_data': {'type': 'bool', 'default': False},
-        'ca_cert': {'type': 'path'},
-        'client_cert': {'type': 'path'},
-        'client_key': {'type': 'path', 'no_log': False},
         'user': {'type': 'str'},
         'password': {'type': 'str', 'no_log': True},
         'timeout': {'type': 'float', 'default': 5},
         'add_wait': {'type': 'float', 'default': 120},
-    }
+    })
 
 
 def main():

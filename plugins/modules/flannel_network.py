@@ -26,14 +26,9 @@ description:
     gRPC clients.
 author:
   - hardway.kubernetes developers (@hardway)
+extends_documentation_fragment:
+  - hardway.kubernetes.etcd
 options:
-  endpoints:
-    description:
-      - Client URLs of etcd members, for example V(https://10.0.0.11:2379). Tried in order until
-        one answers. A URL without a scheme is taken as https.
-    type: list
-    elements: str
-    required: true
   prefix:
     description: flannel's etcd prefix (flanneld's C(--etcd-prefix)); the config is C(<prefix>/config).
     type: str
@@ -61,17 +56,9 @@ options:
     description: With O(write=false), seconds to wait until etcd holds O(config) (and answers at all).
     type: float
     default: 0
-  ca_cert:
-    description:
-      - PEM file with the CA that signed the etcd server certificates.
-      - Without it the system trust store is used.
-    type: path
   client_cert:
     description: PEM file with the client certificate presented to etcd (one without a common name
       while etcd authentication is on).
-    type: path
-  client_key:
-    description: PEM file with the client certificate's private key.
     type: path
   user:
     description: etcd user to log in as when etcd authentication is on; ignored while it is off.
@@ -168,7 +155,7 @@ endpoint:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import EtcdClient, EtcdError  # noqa: E402
+from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import EtcdClient, EtcdError, etcd_connection_spec  # noqa: E402
 from ansible_collections.hardway.kubernetes.plugins.module_utils.flannel_config import (  # noqa: E402
     NetworkConfigError,
 )
@@ -177,21 +164,17 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient impor
 
 
 def argument_spec():
-    return {
-        'endpoints': {'type': 'list', 'elements': 'str', 'required': True},
+    return dict(etcd_connection_spec(), **{
         'prefix': {'type': 'str', 'default': '/coreos.com/network'},
         'config': {'type': 'dict', 'required': True},
         'force': {'type': 'bool', 'default': False},
         'write': {'type': 'bool', 'default': True},
         'wait': {'type': 'float', 'default': 0},
-        'ca_cert': {'type': 'path'},
-        'client_cert': {'type': 'path'},
-        'client_key': {'type': 'path', 'no_log': False},
         'user': {'type': 'str'},
         'password': {'type': 'str', 'no_log': True},
         'password_file': {'type': 'path', 'no_log': False},
         'timeout': {'type': 'float', 'default': 10},
-    }
+    })
 
 
 def read_password(params):
