@@ -13,11 +13,13 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONPATH := $(COLLECTIONS)
 WORKERS ?= 2
+# Debian release of the lab hosts: bookworm (12) or trixie (13).
+LAB_OS ?= bookworm
 
 .PHONY: help setup mirror lab lab-down lint sanity unit integration testbed molecule test bench clean-cache
 
 help:
-	@echo "make lab       three lab hosts in Docker with a working cluster"
+	@echo "make lab       three lab hosts in Docker with a working cluster (LAB_OS=trixie: Debian 13)"
 	@echo "make lab-down  remove the lab hosts and restore what the lab changed"
 	@echo "make test      every test: linters, sanity, unit, integration, test bed, molecule"
 	@echo "make bench     the benchmark (cold converge, re-run, scale, PKI)"
@@ -38,7 +40,7 @@ mirror: setup
 	@$(PY) tests/testbed/mirror.py build
 
 lab: setup mirror
-	@$(PY) tests/testbed/lab.py up --workers $(WORKERS)
+	@$(PY) tests/testbed/lab.py up --workers $(WORKERS) --os $(LAB_OS)
 	@tests/testbed/deploy-lab.sh $(WORKERS)
 
 lab-down:

@@ -1,8 +1,8 @@
-"""Lab hosts for hardway.kubernetes: Debian 12 containers with systemd as PID 1.
+"""Lab hosts for hardway.kubernetes: Debian containers with systemd as PID 1.
 
     lab.py docker                  start dockerd if no engine answers
-    lab.py image                   build (or reuse) the lab host image
-    lab.py up [--workers N] [--name PREFIX]
+    lab.py image [--os SUITE]      build (or reuse) the lab host image
+    lab.py up [--workers N] [--name PREFIX] [--os SUITE]
                                    start a control plane and N workers
     lab.py down [--name PREFIX]    remove the hosts, restore host sysctls
     lab.py inventory [--workers N] print the lab inventory (YAML)
@@ -10,6 +10,8 @@
 
 The hosts live on an internal Docker network (no route out). The image holds
 everything the roles would install from apt, so a converge needs no network.
+SUITE is a Debian release the collection supports: bookworm (12, the default)
+or trixie (13); the environment variable LAB_OS sets the default.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from pathlib import Path
 
 CACHE = Path(os.environ.get("HARDWAY_CACHE", Path.home() / ".cache" / "hardway"))
 LAB = CACHE / "lab"
-SUITE = "bookworm"
+# The Debian releases the lab can build hosts of (release name: version).
+SUITES = {"bookworm": "12", "trixie": "13"}
+DEFAULT_SUITE = os.environ.get("LAB_OS") or "bookworm"
 # What debootstrap puts in the image. The node role installs the second group
 # from apt on a real host; in the lab they are already there.
 BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "iproute2",
                  "kmod", "procps", "ca-certificates", "iputils-ping", "curl", "netbase",
-                 "dnsutils"]
+                 "bind9-dnsutils"]
 NODE_PACKAGES = ["conntrack", "iptables", "socat", "ipset"]
 IMAGE_REPO = "hardway-lab"
 
@@ -112,18 +116,24 @@ def ensure_docker() -> None:
     raise SystemExit(f"lab: dockerd did not answer within 60 s; see {LAB / 'dockerd.log'}")
 
 
-def image_tag() -> str:
-    key = json.dumps([SUITE, BASE_PACKAGES, NODE_PACKAGES, 2]).encode()
-    return f"{IMAGE_REPO}:{SUITE}-{hashlib.sha256(key).hexdigest()[:12]}"
+def check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise SystemExit(f"lab: unknown Debian release {suite!r} (LAB_OS or --os); "
+                         f"known: {', '.join(f'{k} ({v})' for k, v in SUITES.items())}")
+    return suite
 
 
-def ensure_image() -> str:
+def image_tag(suite: str) -> str:
+    key = json.dumps([suite, BASE_PACKAGES, NODE_PACKAGES, 2]).encode()
+    return f"{IMAGE_REPO}:{suite}-{hashlib.sha256(key).hexdigest()[:12]}"
+
+
+def ensure_image(suite: str = DEFAULT_SUITE) -> str:
     """The lab image, keyed by suite and package list; its rootfs tar is cached."""
     ensure_docker()
-    tag = image_tag()
+    tag = image_tag(check_suite(suite))
     if sh(["docker", "image", "inspect", tag], check=False).returncode == 0:
         log(f"image {tag}: cached")
-        sh(["docker", "tag", tag, f"{IMAGE_REPO}:current"])
         return tag
     rootfs_tar = LAB / f"rootfs-{tag.split(':')[1]}.tar"
     if not rootfs_tar.exists():
@@ -133,10 +143,10 @@ def ensure_image() -> str:
                env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
         LAB.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=LAB))
-        log(f"debootstrap {SUITE} into {root} (about a minute)")
+        log(f"debootstrap {suite} into {root} (about a minute)")
         start = time.monotonic()
         sh(["debootstrap", "--variant=minbase",
-            "--include=" + ",".join(BASE_PACKAGES + NODE_PACKAGES), SUITE, str(root)],
+            "--include=" + ",".join(BASE_PACKAGES + NODE_PACKAGES), suite, str(root)],
            capture=False, stdout=subprocess.DEVNULL)
         customise_rootfs(root)
         sh(["tar", "-C", str(root), "-cf", str(rootfs_tar) + ".part", "."])
@@ -147,8 +157,6 @@ def ensure_image() -> str:
     with open(rootfs_tar, "rb") as f:
         sh(["docker", "import", "-c", 'CMD ["/sbin/init"]', "-c", "ENV container=docker",
             "-", tag], stdin=f)
-    # A stable name for molecule's platforms.
-    sh(["docker", "tag", tag, f"{IMAGE_REPO}:current"])
     return tag
 
 
@@ -247,8 +255,8 @@ def wait_booted(name: str, timeout: float = 90) -> str:
     raise SystemExit(f"lab: {name} did not finish booting in {timeout:.0f}s (state: {state!r})")
 
 
-def up(workers: int, prefix: str) -> list[tuple[str, str]]:
-    tag = ensure_image()
+def up(workers: int, prefix: str, suite: str = DEFAULT_SUITE) -> list[tuple[str, str]]:
+    tag = ensure_image(suite)
     network = ensure_network(prefix)
     save_sysctls()
     raise_lab_limits()
@@ -297,11 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("docker")
-    sub.add_parser("image")
+    p = sub.add_parser("image")
+    p.add_argument("--os", default=DEFAULT_SUITE, choices=list(SUITES))
     for name in ("up", "inventory"):
         p = sub.add_parser(name)
         p.add_argument("--workers", type=int, default=2)
         p.add_argument("--name", default="lab")
+        if name == "up":
+            p.add_argument("--os", default=DEFAULT_SUITE, choices=list(SUITES))
     p = sub.add_parser("down")
     p.add_argument("--name", default="lab")
     sub.add_parser("status")
@@ -309,9 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "docker":
         ensure_docker()
     elif args.cmd == "image":
-        print(ensure_image())
+        print(ensure_image(args.os))
     elif args.cmd == "up":
-        up(args.workers, args.name)
+        up(args.workers, args.name, args.os)
     elif args.cmd == "down":
         down(args.name)
     elif args.cmd == "inventory":

@@ -113,6 +113,14 @@ def workload():
     (WORKERS[0], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
     (WORKERS[1], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
 ])
+@pytest.mark.parametrize("name", [CP, *WORKERS])
+def test_hosts_run_the_scenarios_debian_release(name):
+    """The default scenario runs on bookworm, the trixie scenario on trixie."""
+    wanted = os.environ.get("HARDWAY_LAB_OS") or "bookworm"
+    release = host(name).file("/etc/os-release").content_string
+    assert f"VERSION_CODENAME={wanted}" in release, release
+
+
 def test_units_active_and_enabled(name, units):
     h = host(name)
     if name in WORKERS and dns_mode() == "systemd":
