@@ -13,7 +13,9 @@ A catalog entry: ``name``, ``site`` (the top directory of a mirror), ``dir`` and
 the site), ``checksum`` (a suffix such as ``.sha256`` appended to the file name, or the name of a
 checksum list in the same directory), ``install`` (file in the archive, or the download itself ->
 install groups), and optionally ``archive_root`` (the directory in the archive), ``cni`` (install
-into the CNI directory) and ``rename`` (file -> installed name).
+into the CNI directory), ``install_dir`` (an absolute directory to install into instead, for files
+that are not programs, such as an addon's CRDs), ``mode`` (default ``0755``), ``rename`` (file ->
+installed name) and ``enabled`` (false: neither downloaded nor installed, for an addon that is off).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ def _catalog(catalog, filter_name):
             raise AnsibleFilterError('hardway.kubernetes.%s: catalog entry %s lacks %s'
                                      % (filter_name, entry.get('name') if isinstance(entry, dict) else entry,
                                         ', '.join(missing)))
-    return catalog
+    return [entry for entry in catalog if _enabled(entry.get('enabled', True))]
+
+
+def _enabled(value):
+    if isinstance(value, str):
+        return value.strip().lower() in ('true', 'yes', 'on', '1')
+    return bool(value)
 
 
 def _paths(entry, cache_dir):
@@ -68,17 +76,19 @@ def artifact_downloads(catalog, cache_dir, mirror_url='', upstream=None):
 
 
 def artifact_installs(catalog, cache_dir, host_groups, bin_dir, cni_bin_dir):
-    """``{src, dest}`` for every file whose install groups meet ``host_groups``."""
+    """``{src, dest, mode}`` for every file whose install groups meet ``host_groups``."""
     groups = set(host_groups or [])
     out = []
     for entry in _catalog(catalog, 'artifact_installs'):
         _path, dest, extract = _paths(entry, cache_dir)
-        directory = cni_bin_dir if entry.get('cni') else bin_dir
+        directory = entry.get('install_dir') or (cni_bin_dir if entry.get('cni') else bin_dir)
         for name, wanted in entry['install'].items():
             if not groups.intersection(wanted or []):
                 continue
             src = '%s/%s%s' % (extract, entry.get('archive_root') or '', name) if extract else dest
-            out.append({'src': src, 'dest': '%s/%s' % (directory, (entry.get('rename') or {}).get(name, name))})
+            installed = (entry.get('rename') or {}).get(name, name)
+            out.append({'src': src, 'dest': '%s/%s' % (directory.rstrip('/'), installed),
+                        'mode': entry.get('mode') or '0755'})
     return out
 
 

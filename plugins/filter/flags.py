@@ -42,4 +42,4 @@ def exec_start(binary, flags, *overrides):
 
 class FilterModule(object):
     def filters(self):
-        return {"exec_start": exec_start}
+        return {"exec_start": exec_start, "to_flags": to_flags}

@@ -59,17 +59,43 @@ def test_downloads_from_a_mirror_keep_their_keys():
 
 def test_installs_by_group():
     assert A.artifact_installs(CATALOG, CACHE, ['nodes'], '/usr/local/bin', '/opt/cni/bin') == [
-        {'src': '/cache/dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet', 'dest': '/usr/local/bin/kubelet'},
+        {'src': '/cache/dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet', 'dest': '/usr/local/bin/kubelet',
+         'mode': '0755'},
         {'src': '/cache/extracted/github.com/flannel-io/cni-plugin/releases/download/v0.9.1/'
-                'cni-plugin-flannel-linux-amd64-v0.9.1.tgz/flannel-amd64', 'dest': '/opt/cni/bin/flannel'},
+                'cni-plugin-flannel-linux-amd64-v0.9.1.tgz/flannel-amd64', 'dest': '/opt/cni/bin/flannel',
+         'mode': '0755'},
     ]
     etcd_dir = '/cache/extracted/github.com/etcd-io/etcd/releases/download/v3.6.16/etcd-v3.6.16-linux-amd64.tar.gz/' \
         'etcd-v3.6.16-linux-amd64/'
     assert A.artifact_installs(CATALOG, CACHE, ['control_plane', 'etcd'], '/b', '/c') == [
-        {'src': etcd_dir + 'etcd', 'dest': '/b/etcd'}, {'src': etcd_dir + 'etcdctl', 'dest': '/b/etcdctl'}]
+        {'src': etcd_dir + 'etcd', 'dest': '/b/etcd', 'mode': '0755'},
+        {'src': etcd_dir + 'etcdctl', 'dest': '/b/etcdctl', 'mode': '0755'}]
     assert A.artifact_installs(CATALOG, CACHE, ['control_plane'], '/b', '/c') == [
-        {'src': etcd_dir + 'etcdctl', 'dest': '/b/etcdctl'}]
+        {'src': etcd_dir + 'etcdctl', 'dest': '/b/etcdctl', 'mode': '0755'}]
     assert A.artifact_installs(CATALOG, CACHE, [], '/b', '/c') == []
+
+
+CRDS = {'name': 'crds', 'site': 'github.com', 'dir': 'o/r/releases/download/v1.0.0', 'file': 'crds.yaml',
+        'checksum': '.sha256', 'install': {'crds.yaml': ['control_plane']}, 'install_dir': '/etc/kubernetes/addons/',
+        'mode': '0644'}
+
+
+@pytest.mark.parametrize('enabled', [False, 'false', 'False', 'no', ''])
+def test_disabled_entries_are_neither_fetched_nor_installed(enabled):
+    catalog = [KUBELET, dict(CRDS, enabled=enabled)]
+    assert [d['name'] for d in A.artifact_downloads(catalog, CACHE, 'http://m', {})] == ['kubelet']
+    assert A.artifact_installs(catalog, CACHE, ['control_plane', 'nodes'], '/b', '/c') == [
+        {'src': '/cache/dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet', 'dest': '/b/kubelet', 'mode': '0755'}]
+
+
+@pytest.mark.parametrize('enabled', [True, 'true', 'True', 'yes'])
+def test_enabled_entry_installs_into_its_own_directory_with_its_mode(enabled):
+    catalog = [dict(CRDS, enabled=enabled)]
+    assert [d['key'] for d in A.artifact_downloads(catalog, CACHE, 'http://m', {})] == [
+        'github.com/o/r/releases/download/v1.0.0/crds.yaml']
+    assert A.artifact_installs(catalog, CACHE, ['control_plane'], '/b', '/c') == [
+        {'src': '/cache/github.com/o/r/releases/download/v1.0.0/crds.yaml',
+         'dest': '/etc/kubernetes/addons/crds.yaml', 'mode': '0644'}]
 
 
 @pytest.mark.parametrize('catalog, message', [
