@@ -43,6 +43,7 @@ _SUBDOMAIN_RE = re.compile(r'^%s(\.%s)*$' % (_LABEL, _LABEL))
 _LABEL_RE = re.compile(r'^%s$' % _LABEL)
 _HOSTNAME_RE = re.compile(r'^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$')
 _FLAG_RE = re.compile(r'^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)*$')
+_OPTION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)*$')
 _SYSCTL_RE = re.compile(r'^[a-z0-9_][a-z0-9_-]*([./][a-z0-9_][a-z0-9_.-]*)+$')
 _PACKAGE_RE = re.compile(r'^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$')
 _MODULE_RE = re.compile(r'^[A-Za-z0-9_-]+$')
@@ -195,6 +196,14 @@ def _flag_name(value):
     return None
 
 
+def _option_name(value):
+    if value.startswith('-'):
+        return 'is written without the leading "--"'
+    if not _OPTION_RE.match(value):
+        return 'must be an option path: letters, digits and "-", parts joined by "." (entryPoints.web.address)'
+    return None
+
+
 def _flag_value(value):
     if value is None or isinstance(value, (str, int, float, bool)):
         if isinstance(value, str) and ('\n' in value or '\r' in value):
@@ -303,7 +312,7 @@ FORMATS = {
     'sysctl_value': _sysctl_value, 'package': _package, 'kernel_module': _kernel_module,
     'etcd_prefix': _etcd_prefix, 'qualified_name': _qualified_name, 'label_value': _label_value,
     'toml': _toml, 'coredns_upstream': _coredns_upstream, 'version': _version, 'sha256': _sha256,
-    'artifact_path': _artifact_path,
+    'artifact_path': _artifact_path, 'option_name': _option_name,
 }
 # Formats that judge any value, not only strings.
 _ANY_TYPE_FORMATS = frozenset(['flag_value', 'quantity', 'sysctl_value'])

@@ -51,6 +51,7 @@ BAD_FORMAT = {
     'image': ['Registry/UPPER:tag', 'image:tag with space'],
     'quantity': ['lots', '1.5.5Gi'],
     'flag_name': ['--with-dashes', 'Upper_Case'],
+    'option_name': ['--entryPoints.web.address', 'entry points', 'log..level'],
     'flag_value': [[{'nested': 'dict'}], 'two\nlines'],
     'sysctl_name': ['not a sysctl', 'noDots'],
     'sysctl_value': ['', [1]],
