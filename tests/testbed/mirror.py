@@ -8,7 +8,10 @@ with its checksum file. The collection then downloads from upstream or from
 this mirror with the same code: only the base differs.
 
 Everything slow is cached outside the clone (``$HARDWAY_CACHE``, default
-``~/.cache/hardway``), keyed by component and version.
+``~/.cache/hardway``), keyed by component and version. The few upstream
+sources the proxy does not serve (Traefik's nested dynamic/ext module,
+cert-manager's binaries' main modules) come from ``../shared/vendor`` next to
+the repository, as published at their tags.
 
     mirror.py build [COMPONENT[@VERSION] ...]   build (default: every pin)
     mirror.py verify                            check every checksum
@@ -24,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +45,11 @@ STAMPS = MIRROR / ".stamps"
 LOGS = CACHE / "logs"
 WORK = CACHE / "work"
 ARCH = "amd64"
+# Upstream sources the Go module proxy does not serve, as published at their
+# tags (see its README); next to the repository, never copied into it.
+VENDOR = REPO.parent / "shared" / "vendor"
+# The build machine's CA bundle, for images whose programs make HTTPS requests.
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 class BuildError(Exception):
@@ -109,14 +118,18 @@ class Builder:
                 f"{proc.returncode}; log kept at {self.log_path}")
         return proc.stdout if capture else ""
 
-    def module_dir(self, module: str, version: str) -> Path:
+    def module_info(self, module: str, version: str) -> dict:
+        """`go mod download -json`: the module's Dir, GoMod, Info (and Origin)."""
         out = self.run(["go", "mod", "download", "-json", f"{module}@{version}"],
                        cwd=CACHE, capture=True)
         info = json.loads(out)
         if "Dir" not in info:
             raise BuildError(f"{self.name}: {module}@{version} is not served by the "
                              f"Go module proxy: {info.get('Error', 'no source')}")
-        return Path(info["Dir"])
+        return info
+
+    def module_dir(self, module: str, version: str) -> Path:
+        return Path(self.module_info(module, version)["Dir"])
 
     def wrapper(self, requires: dict[str, str], replaces: dict[str, str] | None = None,
                 go_line: str | None = None, extra: str = "") -> Path:
@@ -137,7 +150,7 @@ class Builder:
         return self.work
 
     def build(self, packages: list[str], out: Path, ldflags: str = "-s -w",
-              tags: str = "", cgo: bool = False) -> None:
+              tags: str = "", cgo: bool = False, cwd: Path | None = None) -> None:
         env = go_env()
         if cgo:
             env["CGO_ENABLED"] = "1"
@@ -145,7 +158,7 @@ class Builder:
         cmd = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(out) + "/"]
         if tags:
             cmd += ["-tags", tags]
-        self.run(cmd + packages, env=env)
+        self.run(cmd + packages, cwd=cwd, env=env)
 
 
 @dataclass
@@ -394,14 +407,15 @@ IMAGES = MIRROR / "images"
 
 def image_archive(dest: Path, ref: str, files: dict[str, tuple[Path, int]],
                   entrypoint: list[str], cmd: list[str] | None = None,
-                  links: dict[str, str] | None = None) -> Path:
+                  links: dict[str, str] | None = None, user: str | None = None) -> Path:
     """Write a `docker save`-format archive of a one-layer FROM-scratch image.
 
     `ctr -n k8s.io images import` takes it as it is: no registry, no daemon.
+    `user` is the image's User (default: root, or 65535 for pause).
     """
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
-        dirs = sorted({str(Path(p).parent) for p in files if str(Path(p).parent) != "."})
+        dirs = sorted({str(d) for p in files for d in Path(p).parents if str(d) != "."})
         for d in dirs:
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
@@ -422,8 +436,8 @@ def image_archive(dest: Path, ref: str, files: dict[str, tuple[Path, int]],
     diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
     config = {
         "architecture": ARCH, "os": "linux", "created": "2026-01-01T00:00:00Z",
-        "config": {"Entrypoint": entrypoint, "Cmd": cmd, "User": "65535:65535"
-                   if "pause" in ref else "0:0", "WorkingDir": "/"},
+        "config": {"Entrypoint": entrypoint, "Cmd": cmd, "User": user or (
+            "65535:65535" if "pause" in ref else "0:0"), "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "2026-01-01T00:00:00Z",
                      "created_by": "hardway.kubernetes test bed"}],
@@ -504,6 +518,193 @@ def build_busybox(b: Builder, version: str) -> list[Path]:
                           ["/bin/sh"], links=links)]
 
 
+# ------------------------------------------------------- ingress and TLS addons
+def build_traefik(b: Builder, version: str) -> list[Path]:
+    """Traefik through a wrapper module: its go.mod replaces a nested module
+    with a path its zip lacks (taken from ../shared/vendor)."""
+    mod = "github.com/traefik/traefik/v3"
+    tag = f"v{version}"
+    info = b.module_info(mod, tag)
+    src = Path(info["Dir"])
+    upstream = json.loads(b.run(["go", "mod", "edit", "-json", str(src / "go.mod")],
+                                cwd=CACHE, capture=True))
+    replaces = {}
+    for r in upstream.get("Replace") or []:
+        old, new = r["Old"]["Path"], r["New"]["Path"]
+        if new.startswith(("./", "../")):
+            local = VENDOR / f"traefik-{tag}" / new
+            if not (local / "go.mod").exists():
+                raise BuildError(f"traefik: {old} is replaced with {new}, which the module "
+                                 f"zip lacks; expected it at {local}")
+            replaces[old] = str(local)
+        else:
+            replaces[old] = f"{new} {r['New']['Version']}"
+    godebug = "\n".join(f"godebug {g['Key']}={g['Value']}" for g in upstream.get("Godebug") or [])
+    b.wrapper({mod: tag}, replaces, upstream["Go"], godebug)
+    (b.work / "go.sum").write_bytes((src / "go.sum").read_bytes())
+    (b.work / "tools.go").write_text(
+        "//go:build tools\n\npackage tools\n\nimport (\n"
+        f'\t_ "{mod}/cmd/traefik"\n)\n')
+    b.run(["go", "mod", "tidy"])
+    # The release's codename and ldflags (.goreleaser.yml.tmpl): the version without "v".
+    release = src / ".github" / "workflows" / "release.yaml"
+    codename = next((line.split(":", 1)[1].strip() for line in release.read_text().splitlines()
+                     if line.strip().startswith("CODENAME:")), "cheddar") \
+        if release.exists() else "cheddar"
+    pkg = f"{mod}/pkg/version"
+    ld = (f"-s -w -X {pkg}.Version={version} -X {pkg}.Codename={codename} "
+          f"-X {pkg}.BuildDate={json.loads(Path(info['Info']).read_text())['Time']}")
+    bindir = b.work / "bin"
+    b.build([f"{mod}/cmd/traefik"], bindir, ldflags=ld)
+    return [image_archive(IMAGES / f"traefik-{version}.tar", f"docker.io/library/traefik:{tag}",
+                          {"traefik": (bindir / "traefik", 0o755),
+                           str(CA_BUNDLE)[1:]: (CA_BUNDLE, 0o644)}, ["/traefik"])]
+
+
+CERT_MANAGER_CMDS = ["controller", "webhook", "cainjector", "acmesolver"]
+# The distroless static-debian12 "nonroot" base of upstream's images runs as 65532.
+CERT_MANAGER_USER = "65532"
+# The one helper the chart's CRD templates include (templates/_helpers.tpl),
+# rendered below as `helm template --set crds.enabled=true --set creator=static`
+# renders it; the build stops if the chart's definition differs.
+CERT_MANAGER_CRD_LABELS_TPL = """{{- define "cert-manager.crd-labels" -}}
+app: "{{ template "cert-manager.name" . }}"
+app.kubernetes.io/name: "{{ template "cert-manager.name" . }}"
+app.kubernetes.io/instance: "{{ .Release.Name }}"
+app.kubernetes.io/component: "crds"
+{{ include "labels" . }}
+{{- end -}}"""
+
+
+def render_crd_template(text: str, labels: str, where: str) -> str:
+    """Render one of cert-manager's chart CRD templates: the few actions they
+    use, with Go template whitespace trimming; anything else stops the build."""
+    values = {".Values.crds.enabled": True, ".Values.installCRDs": False,
+              ".Values.crds.keep": True}
+    out: list[str] = []
+    keep = [True]
+    pos = 0
+    trim_next = False
+    for m in re.finditer(r"\{\{(- )?(.*?)( -)?\}\}", text, re.S):
+        chunk = text[pos:m.start()]
+        if trim_next:
+            chunk = chunk.lstrip()
+        if m.group(1):
+            chunk = chunk.rstrip()
+        if all(keep):
+            out.append(chunk)
+        action = m.group(2).strip()
+        words = action.split()
+        if words[0] == "if" and all(w in values for w in words[1:] if w != "or") \
+                and (len(words) == 2 or words[1] == "or"):
+            keep.append(any(values[w] for w in words[1:] if w != "or"))
+        elif action == "end" and len(keep) > 1:
+            keep.pop()
+        elif (include := re.fullmatch(r'include "cert-manager.crd-labels" \. \| nindent (\d+)',
+                                      action)):
+            if all(keep):
+                pad = " " * int(include.group(1))
+                out.append("\n" + "\n".join(pad + line for line in labels.splitlines()))
+        else:
+            raise BuildError(f"cert_manager: {where}: unexpected template action {{{{{action}}}}}")
+        trim_next = bool(m.group(3))
+        pos = m.end()
+    chunk = text[pos:]
+    out.append(chunk.lstrip() if trim_next else chunk)
+    return "".join(out)
+
+
+def cert_manager_crds(b: Builder, root: Path, tag: str) -> Path:
+    """cert-manager.crds.yaml as the release makes it (make/manifests.mk): the
+    chart's CRD templates through `helm template`, the CRDs picked out
+    (hack/extractcrd) and the YAML license header in front."""
+    chart = root / "deploy" / "charts" / "cert-manager"
+    if CERT_MANAGER_CRD_LABELS_TPL not in (chart / "templates" / "_helpers.tpl").read_text():
+        raise BuildError("cert_manager: the chart's cert-manager.crd-labels helper changed; "
+                         "update CERT_MANAGER_CRD_LABELS_TPL and its rendering in mirror.py")
+    labels = "\n".join([
+        'app: "cert-manager"', 'app.kubernetes.io/name: "cert-manager"',
+        'app.kubernetes.io/instance: "cert-manager"', 'app.kubernetes.io/component: "crds"',
+        f'app.kubernetes.io/version: "{tag}"'])
+    docs = []
+    for tpl in sorted((chart / "templates").glob("crd-*.yaml")):
+        body = render_crd_template(tpl.read_text(), labels, tpl.name).strip()
+        docs.append(f"# Source: cert-manager/templates/{tpl.name}\n{body}\n")
+    licenses = (root / "make" / "licenses.mk").read_text()
+    year = re.search(r"^LICENSE_YEAR\s*:?=\s*(\S+)", licenses, re.M).group(1)
+    header = (root / "hack" / "boilerplate-yaml.txt").read_text().replace("YEAR", year)
+    asset = gh_dir("cert-manager/cert-manager", tag) / "cert-manager.crds.yaml"
+    asset.parent.mkdir(parents=True, exist_ok=True)
+    asset.write_text(header + "---\n".join(docs))
+    write_sum(asset)
+    return asset
+
+
+def build_cert_manager(b: Builder, version: str) -> list[Path]:
+    """The four binaries from their own main modules (../shared/vendor), each
+    with its `replace ... => ../../` pointed at the root module the proxy serves."""
+    mod = "github.com/cert-manager/cert-manager"
+    tag = f"v{version}"
+    info = b.module_info(mod, tag)
+    root = Path(info["Dir"])
+    cmds = VENDOR / f"cert-manager-{tag}" / "cmd"
+    if not cmds.is_dir():
+        raise BuildError(f"cert_manager: the main modules are not at {cmds}")
+    if b.work.exists():
+        shutil.rmtree(b.work)
+    b.work.mkdir(parents=True)
+    ld = f"-s -w -X {mod}/pkg/util.AppVersion={tag}"
+    if info.get("Origin", {}).get("Hash"):
+        ld += f" -X {mod}/pkg/util.AppGitCommit={info['Origin']['Hash']}"
+    bindir = b.work / "bin"
+    for c in CERT_MANAGER_CMDS:
+        shutil.copytree(cmds / c, b.work / c)
+        b.run(["go", "mod", "edit", f"-replace={mod}={root}"], cwd=b.work / c)
+        b.build(["."], bindir / c, ldflags=ld, cwd=b.work / c)
+    assets = []
+    for c in CERT_MANAGER_CMDS:
+        binary = bindir / c / f"{c}-binary"
+        assets.append(image_archive(
+            IMAGES / f"cert-manager-{c}-{version}.tar", f"quay.io/jetstack/cert-manager-{c}:{tag}",
+            {f"app/cmd/{c}/{c}": (binary, 0o755), str(CA_BUNDLE)[1:]: (CA_BUNDLE, 0o644)},
+            [f"/app/cmd/{c}/{c}"], user=CERT_MANAGER_USER))
+    assets.append(cert_manager_crds(b, root, tag))
+    return assets
+
+
+def build_pebble(b: Builder, version: str) -> list[Path]:
+    """Pebble and pebble-challtestsrv as the release builds them, each image
+    with the module's test/ (config and certificates) at /test, as upstream's."""
+    mod = "github.com/letsencrypt/pebble/v2"
+    tag = f"v{version}"
+    info = b.module_info(mod, tag)
+    commit = info.get("Origin", {}).get("Hash", "hardway")
+    bindir = go_install_build(b, mod, tag, [f"{mod}/cmd/pebble", f"{mod}/cmd/pebble-challtestsrv"],
+                              ldflags=f"-s -w -X 'main.version={tag} ({commit})'")
+    test = Path(info["Dir"]) / "test"
+    files = {f"test/{p.relative_to(test)}": (p, 0o644) for p in test.rglob("*") if p.is_file()}
+    return [image_archive(IMAGES / f"{app}-{version}.tar", f"ghcr.io/letsencrypt/{app}:{version}",
+                          {"app": (bindir / app, 0o755), **files}, ["/app"])
+            for app in ("pebble", "pebble-challtestsrv")]
+
+
+def build_gateway_api(b: Builder, version: str) -> list[Path]:
+    """standard-install.yaml as hack/build-install-yaml.sh writes it."""
+    tag = f"v{version}"
+    info = b.module_info("sigs.k8s.io/gateway-api", tag)
+    root = Path(info["Dir"])
+    year = json.loads(Path(info["Info"]).read_text())["Time"][:4]
+    text = (root / "hack" / "boilerplate" / "boilerplate.sh.txt").read_text().replace("YEAR", year)
+    text += "#\n# Gateway API Standard channel install\n#\n"
+    for f in sorted((root / "config" / "crd" / "standard").glob("gateway*.yaml")):
+        text += f"---\n#\n# {f.relative_to(root)}\n#\n" + f.read_text()
+    asset = gh_dir("kubernetes-sigs/gateway-api", tag) / "standard-install.yaml"
+    asset.parent.mkdir(parents=True, exist_ok=True)
+    asset.write_text(text)
+    write_sum(asset)
+    return [asset]
+
+
 COMPONENTS: dict[str, Callable[[Builder, str], list[Path]]] = {
     "kubernetes": build_kubernetes,
     "etcd": build_etcd,
@@ -517,6 +718,10 @@ COMPONENTS: dict[str, Callable[[Builder, str], list[Path]]] = {
     "pause": build_pause,
     "agnhost": build_agnhost,
     "busybox": build_busybox,
+    "traefik": build_traefik,
+    "cert_manager": build_cert_manager,
+    "pebble": build_pebble,
+    "gateway_api": build_gateway_api,
 }
 # Image components that reuse another component's pin.
 DERIVED = {"coredns_image": ("coredns", build_coredns_image)}

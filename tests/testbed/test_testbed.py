@@ -7,12 +7,14 @@ these tests start are a set of their own ("tbed"), removed at the end.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -66,8 +68,59 @@ def binaries(tmp: Path) -> list[tuple[str, Path, list[str], str]]:
     return out
 
 
+# The images of the ingress and TLS addons: archive, ref, entrypoint, user.
+def addon_images() -> list[tuple[str, str, list[str], str]]:
+    t, cm, pb = PINS["traefik"], PINS["cert_manager"], PINS["pebble"]
+    out = [(f"traefik-{t}.tar", f"docker.io/library/traefik:v{t}", ["/traefik"], "0:0")]
+    out += [(f"cert-manager-{c}-{cm}.tar", f"quay.io/jetstack/cert-manager-{c}:v{cm}",
+             [f"/app/cmd/{c}/{c}"], "65532") for c in mirror.CERT_MANAGER_CMDS]
+    out += [(f"{app}-{pb}.tar", f"ghcr.io/letsencrypt/{app}:{pb}", ["/app"], "0:0")
+            for app in ("pebble", "pebble-challtestsrv")]
+    return out
+
+
+def image_parts(archive: Path) -> tuple[list, dict, dict[str, tarfile.TarInfo]]:
+    """An image archive's manifest, its config and its layer's members."""
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+        config = json.load(tar.extractfile(manifest[0]["Config"]))
+        with tarfile.open(fileobj=tar.extractfile(manifest[0]["Layers"][0])) as layer:
+            members = {m.name: m for m in layer.getmembers()}
+    return manifest, config, members
+
+
+def from_image(archive: Path, dest: Path, members: list[str] | None = None) -> Path:
+    """Unpack (some of) an image archive's one layer into dest."""
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+        with tarfile.open(fileobj=tar.extractfile(manifest[0]["Layers"][0])) as layer:
+            picked = [layer.getmember(m) for m in members] if members else None
+            layer.extractall(dest, members=picked, filter="data")
+    return dest
+
+
+# The programs of the addon images, and what they must print.
+def addon_binaries(tmp: Path) -> list[tuple[str, Path, list[str], str]]:
+    images = mirror.IMAGES
+    t, cm, pb = PINS["traefik"], PINS["cert_manager"], PINS["pebble"]
+    out = [("traefik", from_image(images / f"traefik-{t}.tar", tmp / "traefik", ["traefik"]) / "traefik",
+            ["version"], t)]
+    for c in mirror.CERT_MANAGER_CMDS:
+        root = from_image(images / f"cert-manager-{c}-{cm}.tar", tmp / c, [f"app/cmd/{c}/{c}"])
+        path = root / "app" / "cmd" / c / c
+        if c == "acmesolver":  # logs no version: its --help must answer
+            out.append((c, path, ["--help"], "HTTP server used to solve ACME challenges"))
+        else:  # the version is the first thing each logs, before the kubeconfig fails
+            out.append((c, path, ["--kubeconfig=/nonexistent"], f'version="v{cm}"'))
+    for app, args, expected in (("pebble", ["-version"], f"Pebble version: v{pb}"),
+                                ("pebble-challtestsrv", ["-help"], "-dnsserver")):
+        root = from_image(images / f"{app}-{pb}.tar", tmp / app, ["app"])
+        out.append((app, root / "app", args, expected))
+    return out
+
+
 def test_every_binary_reports_its_pinned_version(tmp_path):
-    for name, path, args, expected in binaries(tmp_path):
+    for name, path, args, expected in binaries(tmp_path) + addon_binaries(tmp_path):
         assert path.exists(), f"{name}: {path} missing from the mirror"
         proc = run(str(path), *args)
         text = proc.stdout + proc.stderr
@@ -77,10 +130,115 @@ def test_every_binary_reports_its_pinned_version(tmp_path):
 def test_every_checksum_verifies():
     files = mirror.checksum_files()
     # one per Kubernetes binary, one per release archive or binary of the
-    # eight other components, one per image archive
-    images = ["pause", "agnhost", "coredns", "busybox"]
-    assert len(files) == len(mirror.K8S_CMDS) + 8 + len(images)
+    # eight other components, one per image archive, one per manifest
+    images = ["pause", "agnhost", "coredns", "busybox"] + [a for a, *_ in addon_images()]
+    manifests = ["cert-manager.crds.yaml", "standard-install.yaml"]
+    assert len(files) == len(mirror.K8S_CMDS) + 8 + len(images) + len(manifests)
     assert mirror.cmd_verify() == 0
+
+
+@pytest.mark.parametrize("archive,ref,entrypoint,user", addon_images())
+def test_addon_images(archive, ref, entrypoint, user):
+    path = mirror.IMAGES / archive
+    assert (path.parent / f"{archive}.sha256").read_text().strip() == mirror.sha256(path)
+    manifest, config, members = image_parts(path)
+    assert manifest[0]["RepoTags"] == [ref]
+    assert config["config"]["Entrypoint"] == entrypoint
+    assert config["config"]["User"] == user
+    program = members[entrypoint[0].lstrip("/")]
+    assert program.isfile() and program.mode == 0o755
+    # HTTPS clients find the CA bundle where Go looks first; pebble's images
+    # carry the module's test/ (config and certificates) at /test instead
+    want = (["test/config/pebble-config.json", "test/certs/localhost/cert.pem",
+             "test/certs/localhost/key.pem", "test/certs/pebble.minica.pem"]
+            if "pebble" in archive else ["etc/ssl/certs/ca-certificates.crt"])
+    for name in want:
+        assert members[name].isfile(), name
+    for name in members:  # every parent directory has its own entry
+        parent = str(Path(name).parent)
+        assert parent == "." or members[parent].isdir(), name
+
+
+def test_pebble_starts_from_its_image_working_directory(tmp_path):
+    """`pebble -config test/config/pebble-config.json` from the image's
+    WorkingDir finds its config and certificates (ports moved to free ones)."""
+    archive = mirror.IMAGES / f"pebble-{PINS['pebble']}.tar"
+    root = from_image(archive, tmp_path / "root")
+    workdir = root / image_parts(archive)[1]["config"]["WorkingDir"].lstrip("/")
+    config = json.loads((workdir / "test/config/pebble-config.json").read_text())
+    config["pebble"].update(listenAddress="127.0.0.1:0", managementListenAddress="127.0.0.1:0")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    proc = subprocess.Popen([str(root / "app"), "-config", str(tmp_path / "config.json")], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=3)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    assert "Listening on: 127.0.0.1:0" in out, out
+
+
+def test_image_archive_user_is_optional(tmp_path):
+    """Images without a user keep the root (pause: 65535) user, so their archives,
+    and checksums, stay as they were."""
+    (tmp_path / "x").write_bytes(b"x")
+    files = {"x": (tmp_path / "x", 0o755)}
+    users = {}
+    for ref, user in (("a/x:1", None), ("a/pause:1", None), ("a/y:1", "1000")):
+        dest = mirror.image_archive(tmp_path / f"{len(users)}.tar", ref, files, ["/x"], user=user)
+        users[ref] = image_parts(dest)[1]["config"]["User"]
+    assert users == {"a/x:1": "0:0", "a/pause:1": "65535:65535", "a/y:1": "1000"}
+
+
+CERT_MANAGER_CRDS = {"certificaterequests.cert-manager.io", "certificates.cert-manager.io",
+                     "challenges.acme.cert-manager.io", "clusterissuers.cert-manager.io",
+                     "issuers.cert-manager.io", "orders.acme.cert-manager.io"}
+GATEWAY_API_CRDS = {f"{p}.gateway.networking.k8s.io" for p in (
+    "backendtlspolicies", "gatewayclasses", "gateways", "grpcroutes", "httproutes",
+    "listenersets", "referencegrants", "tlsroutes")}
+
+
+def manifest_docs(path: Path) -> list[dict]:
+    assert (path.parent / f"{path.name}.sha256").read_text().strip() == mirror.sha256(path)
+    text = path.read_text()
+    assert "{{" not in text  # plain YAML, no template left
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def test_cert_manager_crds_manifest():
+    tag = f"v{PINS['cert_manager']}"
+    docs = manifest_docs(G("cert-manager/cert-manager", tag) / "cert-manager.crds.yaml")
+    assert {d["kind"] for d in docs} == {"CustomResourceDefinition"}
+    assert {d["metadata"]["name"] for d in docs} == CERT_MANAGER_CRDS
+    assert len(docs) == len(CERT_MANAGER_CRDS)
+    for d in docs:
+        assert d["metadata"]["labels"]["app.kubernetes.io/version"] == tag
+        assert d["metadata"]["labels"]["app.kubernetes.io/component"] == "crds"
+        assert d["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def test_gateway_api_standard_install_manifest():
+    tag = f"v{PINS['gateway_api']}"
+    docs = manifest_docs(G("kubernetes-sigs/gateway-api", tag) / "standard-install.yaml")
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert {d["metadata"]["name"] for d in crds} == GATEWAY_API_CRDS
+    assert len(crds) == len(GATEWAY_API_CRDS)
+    for d in crds:
+        assert d["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] == tag
+        assert d["metadata"]["annotations"]["gateway.networking.k8s.io/channel"] == "standard"
+    # and the policy that refuses experimental CRDs over standard ones
+    assert sorted(d["kind"] for d in docs if d not in crds) == [
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+
+
+def test_traefik_supports_the_pinned_gateway_api():
+    """The Gateway API CRDs are the version Traefik's go.mod builds against."""
+    out = run("go", "mod", "download", "-json", f"github.com/traefik/traefik/v3@v{PINS['traefik']}",
+              cwd=mirror.CACHE, env=mirror.go_env())
+    gomod = json.loads(run("go", "mod", "edit", "-json", json.loads(out.stdout)["GoMod"],
+                           env=mirror.go_env()).stdout)
+    required = {r["Path"]: r["Version"] for r in gomod["Require"]}
+    assert required["sigs.k8s.io/gateway-api"] == f"v{PINS['gateway_api']}"
 
 
 def test_checksum_verification_catches_a_changed_file(tmp_path, monkeypatch):
