@@ -774,6 +774,41 @@ def cluster_problems(hosts, groups, settings):
 
     for var, value, rule in version_problems(settings):
         add(var, value, rule)
+    for var, value, rule in addon_problems(settings):
+        add(var, value, rule)
+    return out
+
+
+ISSUER_ANNOTATIONS = ('cert-manager.io/cluster-issuer',)
+
+
+def addon_problems(settings):
+    """(variable, value, rule) for addon settings that refer to what does not exist.
+
+    An issuer named where the collection puts annotations (the Gateway's) must be one of
+    cert_manager_cluster_issuers, with cert-manager on; issuer names are unique.
+    """
+    out = []
+    issuers = settings.get('cert_manager_cluster_issuers') or []
+    names = [i.get('name') for i in issuers if isinstance(i, dict)]
+    for name in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
+        out.append(('cert_manager_cluster_issuers', name, 'names the ClusterIssuer "%s" %d times: each name once'
+                    % (name, names.count(name))))
+    annotations = settings.get('ingress_gateway_annotations') or {}
+    if not settings.get('cluster_ingress_enabled') or not isinstance(annotations, dict):
+        return out
+    for key in ISSUER_ANNOTATIONS:
+        issuer = annotations.get(key)
+        if issuer is None:
+            continue
+        var = 'ingress_gateway_annotations.%s' % key
+        if not settings.get('cluster_cert_manager_enabled'):
+            out.append((var, issuer, 'names a cert-manager issuer, but cert-manager is off '
+                        '(cluster_cert_manager_enabled: false)'))
+        elif issuer not in names:
+            out.append((var, issuer, 'names the ClusterIssuer "%s", which cert_manager_cluster_issuers does not '
+                        'define (defined: %s)' % (issuer, ', '.join(sorted(n for n in names if isinstance(n, str)))
+                                                  or 'none')))
     return out
 
 

@@ -280,6 +280,15 @@ def cross_cases(addresses: list[str]) -> list[Case]:
         Case('renewal window longer than a lifetime', {'pki_renew_before_days': 400},
              expect=['pki_renew_before_days = 400: must be shorter than pki_cert_lifetime_days'],
              touches=frozenset(['pki_renew_before_days', 'pki_cert_lifetime_days'])),
+        Case('Gateway names an issuer nobody defines',
+             {'cluster_ingress_enabled': True, 'cluster_cert_manager_enabled': True,
+              'cert_manager_cluster_issuers': [{'name': 'internal', 'type': 'ca'}],
+              'ingress_gateway_annotations': {'cert-manager.io/cluster-issuer': 'letsencrypt-prod'}},
+             expect=['ingress_gateway_annotations.cert-manager.io/cluster-issuer = "letsencrypt-prod": names the '
+                     'ClusterIssuer "letsencrypt-prod", which cert_manager_cluster_issuers does not define '
+                     '(defined: internal)'],
+             touches=frozenset(['cluster_ingress_enabled', 'cluster_cert_manager_enabled',
+                                'cert_manager_cluster_issuers', 'ingress_gateway_annotations'])),
         Case('certificate outlives its CA', {'pki_cert_lifetime_days': 4000},
              expect=['pki_cert_lifetime_days = 4000: is longer than pki_ca_lifetime_days'],
              touches=frozenset(['pki_cert_lifetime_days'])),

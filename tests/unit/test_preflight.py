@@ -238,3 +238,34 @@ def test_render_folds_hosts():
                 checks.Problem('y', 2, 'is bad', 'a')]
     assert checks.render(problems, ['a', 'b']) == ['x = 1: is bad', 'host a: y = 2: is bad']
     assert checks.render(problems, ['a', 'b', 'c']) == ['hosts a, b: x = 1: is bad', 'host a: y = 2: is bad']
+
+
+ADDONS = {'cluster_ingress_enabled': True, 'cluster_cert_manager_enabled': True,
+          'cert_manager_cluster_issuers': [{'name': 'letsencrypt', 'type': 'acme'}, {'name': 'internal', 'type': 'ca'}],
+          'ingress_gateway_annotations': {'cert-manager.io/cluster-issuer': 'letsencrypt'}}
+
+
+def test_addons_known_issuer_passes():
+    assert checks.addon_problems(ADDONS) == []
+    assert checks.addon_problems(dict(ADDONS, ingress_gateway_annotations={})) == []
+
+
+def test_addons_unknown_issuer_is_named_with_the_defined_ones():
+    settings = dict(ADDONS, ingress_gateway_annotations={'cert-manager.io/cluster-issuer': 'letsencrypt-prod'})
+    assert checks.addon_problems(settings) == [(
+        'ingress_gateway_annotations.cert-manager.io/cluster-issuer', 'letsencrypt-prod',
+        'names the ClusterIssuer "letsencrypt-prod", which cert_manager_cluster_issuers does not define '
+        '(defined: internal, letsencrypt)')]
+
+
+def test_addons_issuer_while_cert_manager_is_off():
+    problems = checks.addon_problems(dict(ADDONS, cluster_cert_manager_enabled=False))
+    assert [p[2] for p in problems] == [
+        'names a cert-manager issuer, but cert-manager is off (cluster_cert_manager_enabled: false)']
+    assert checks.addon_problems(dict(ADDONS, cluster_cert_manager_enabled=False, cluster_ingress_enabled=False)) == []
+
+
+def test_addons_duplicate_issuer_names():
+    issuers = ADDONS['cert_manager_cluster_issuers'] + [{'name': 'internal', 'type': 'acme'}]
+    assert checks.addon_problems(dict(ADDONS, cert_manager_cluster_issuers=issuers)) == [
+        ('cert_manager_cluster_issuers', 'internal', 'names the ClusterIssuer "internal" 2 times: each name once')]

@@ -108,11 +108,6 @@ def workload():
 
 
 # ------------------------------------------------------------------- hosts
-@pytest.mark.parametrize("name,units", [
-    (CP, ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]),
-    (WORKERS[0], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
-    (WORKERS[1], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
-])
 @pytest.mark.parametrize("name", [CP, *WORKERS])
 def test_hosts_run_the_scenarios_debian_release(name):
     """The default scenario runs on bookworm, the trixie scenario on trixie."""
@@ -121,6 +116,11 @@ def test_hosts_run_the_scenarios_debian_release(name):
     assert f"VERSION_CODENAME={wanted}" in release, release
 
 
+@pytest.mark.parametrize("name,units", [
+    (CP, ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]),
+    (WORKERS[0], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
+    (WORKERS[1], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
+])
 def test_units_active_and_enabled(name, units):
     h = host(name)
     if name in WORKERS and dns_mode() == "systemd":
