@@ -25,7 +25,8 @@ from ansible_collections.hardway.kubernetes.plugins.plugin_utils import prefligh
 # Values the cross-host and cross-field rules read, besides every cluster_* option.
 _CROSS_FIELD = ('etcd_client_port', 'etcd_peer_port', 'etcd_metrics_url', 'kubelet_fail_swap_on',
                 'node_disable_swap', 'flannel_iface', 'flannel_public_ip', 'flannel_backend',
-                'flannel_backend_overrides', 'preflight_reserved_networks', 'etcd_extra_flags', 'etcd_auth_enabled')
+                'flannel_backend_overrides', 'preflight_reserved_networks', 'etcd_extra_flags', 'etcd_auth_enabled',
+                'kube_apiserver_flags', 'kube_apiserver_extra_flags', 'cert_manager_webhook_host_network')
 
 
 class ActionModule(ActionBase):

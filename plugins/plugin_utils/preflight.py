@@ -618,6 +618,7 @@ def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd):
                 ports['etcd_metrics_url'] = int(port.group(1))
     if is_control_plane:
         ports['cluster_apiserver_port'] = values.get('cluster_apiserver_port')
+        out.extend(Problem(var, values.get(var), rule, host) for var, rule in webhook_route_problems(values))
     if runs_pods:
         var, port = flannel_port(values)
         if var:
@@ -630,6 +631,20 @@ def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd):
             else:
                 seen[port] = var
     return out
+
+
+def webhook_route_problems(values):
+    """cert-manager's webhook on a node's host network needs kube-apiserver's aggregator routing."""
+    if not values.get('cluster_cert_manager_enabled') or values.get('cluster_control_plane_kubelet') \
+            or values.get('cert_manager_webhook_host_network') is False:
+        return []
+    flags = dict(values.get('kube_apiserver_flags') or {})
+    flags.update(values.get('kube_apiserver_extra_flags') or {})
+    if flags.get('enable-aggregator-routing') in (True, 'true'):
+        return []
+    return [('kube_apiserver_extra_flags', 'leaves out enable-aggregator-routing=true, which cert-manager needs '
+             'here: the control plane runs no kubelet, so the API server reaches the webhook only at its node\'s '
+             'address (remove the override, or set cluster_control_plane_kubelet: true)')]
 
 
 def setting_problems(values):

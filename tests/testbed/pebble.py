@@ -118,7 +118,7 @@ def up(host: str, address: str, answer: str, out: Path) -> Path:
     put(host, f"{REMOTE}/config.json", json.dumps(config(address), indent=1).encode(), "0644")
     docker("exec", host, "systemd-run", "--unit=pebble-dns", "--description=ACME test DNS server",
            f"{REMOTE}/pebble-challtestsrv", "-defaultIPv4", answer, "-defaultIPv6", "",
-           "-dns01", f":{DNS_PORT}", "-management", f":{DNS_MANAGEMENT_PORT}",
+           "-dnsserver", f":{DNS_PORT}", "-management", f":{DNS_MANAGEMENT_PORT}",
            "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
     # No random nonce rejections or validation delays: the tests time the flow.
     docker("exec", host, "systemd-run", "--unit=pebble", "--description=ACME test server",
@@ -134,10 +134,15 @@ def up(host: str, address: str, answer: str, out: Path) -> Path:
         try:
             with urllib.request.urlopen(f"https://{address}:{ACME_PORT}/dir", context=context, timeout=3) as r:
                 json.load(r)
+            # The DNS server's management interface: it answers once its DNS server does.
+            a_record(address, "pebble.example.test", address)
             break
         except OSError as exc:
             if time.monotonic() > deadline:
-                raise SystemExit(f"pebble: no ACME directory at https://{address}:{ACME_PORT}/dir: {exc}") from exc
+                states = subprocess.run(["docker", "exec", host, "systemctl", "is-active", "pebble", "pebble-dns"],
+                                        capture_output=True, text=True, check=False).stdout.split()
+                raise SystemExit(f"pebble: not answering on {address} ({exc}); units pebble, pebble-dns: "
+                                 f"{', '.join(states)} (journalctl -u pebble-dns on {host})") from exc
             time.sleep(0.5)
     print(f"pebble: ACME directory https://{address}:{ACME_PORT}/dir (CA bundle {bundle}); "
           f"names resolve to {answer} (DNS {address}:{DNS_PORT})")

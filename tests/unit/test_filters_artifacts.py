@@ -121,8 +121,10 @@ def test_images():
         A.image_files([{'archive': 'x.tar'}], '/c', '/h')
 
 
-def test_the_roles_catalog(tmp_path):
-    """The artifacts role's own catalog, rendered by Ansible with the collection's pins, through the filters."""
+@pytest.mark.parametrize('addons', [False, True])
+def test_the_roles_catalog(tmp_path, addons):
+    """The artifacts role's own catalog, rendered by Ansible with the collection's pins, through the filters;
+    the addons' CRDs only when the addons are on, into their own directory."""
     expr = ("{{ _artifacts_catalog | hardway.kubernetes.artifact_installs('/c', ['control_plane', 'etcd', 'nodes'], "
             "'/b', '/n') | map(attribute='dest') | list }}")
     variables = yaml.safe_load((REPO / 'roles/cluster/defaults/main/versions.yml').read_text())
@@ -130,6 +132,8 @@ def test_the_roles_catalog(tmp_path):
     variables = {k: v for k, v in variables.items() if k.startswith(('_artifacts_k8s', '_artifacts_gh',
                                                                     '_artifacts_catalog', 'cluster_'))}
     variables['cluster_dns_mode'] = 'systemd'
+    variables['cluster_config_dir'] = '/etc/kubernetes'
+    variables['cluster_ingress_enabled'] = variables['cluster_cert_manager_enabled'] = addons
     rc, result, output = run_adhoc('ansible.builtin.debug', {'msg': expr}, tmp_path, pythonpath=False,
                                    extra_vars=variables)
     assert rc == 0, output
@@ -137,4 +141,6 @@ def test_the_roles_catalog(tmp_path):
         ['/b/' + n for n in ('kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl', 'kubelet',
                              'kube-proxy', 'etcd', 'etcdctl', 'containerd', 'containerd-shim-runc-v2', 'ctr', 'runc',
                              'flanneld', 'crictl', 'coredns')]
-        + ['/n/' + n for n in ('bridge', 'host-local', 'loopback', 'portmap', 'flannel')]), output
+        + ['/n/' + n for n in ('bridge', 'host-local', 'loopback', 'portmap', 'flannel')]
+        + (['/etc/kubernetes/addons/crds/gateway-api-v1.5.1.yaml',
+            '/etc/kubernetes/addons/crds/cert-manager-v1.20.3.yaml'] if addons else [])), output

@@ -269,3 +269,14 @@ def test_addons_duplicate_issuer_names():
     issuers = ADDONS['cert_manager_cluster_issuers'] + [{'name': 'internal', 'type': 'acme'}]
     assert checks.addon_problems(dict(ADDONS, cert_manager_cluster_issuers=issuers)) == [
         ('cert_manager_cluster_issuers', 'internal', 'names the ClusterIssuer "internal" 2 times: each name once')]
+
+
+def test_cert_manager_needs_aggregator_routing_without_a_control_plane_kubelet():
+    values = {'cluster_cert_manager_enabled': True, 'cluster_control_plane_kubelet': False,
+              'kube_apiserver_flags': {'enable-aggregator-routing': True}, 'kube_apiserver_extra_flags': {}}
+    assert checks.webhook_route_problems(values) == []
+    off = dict(values, kube_apiserver_extra_flags={'enable-aggregator-routing': None})
+    assert [v for v, _rule in checks.webhook_route_problems(off)] == ['kube_apiserver_extra_flags']
+    assert 'enable-aggregator-routing=true' in checks.webhook_route_problems(off)[0][1]
+    assert checks.webhook_route_problems(dict(off, cluster_control_plane_kubelet=True)) == []
+    assert checks.webhook_route_problems(dict(off, cluster_cert_manager_enabled=False)) == []

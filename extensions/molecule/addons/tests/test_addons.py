@@ -84,12 +84,17 @@ def certificate_ready(name: str) -> bool:
 
 
 def wait_certificate(name: str, timeout: float = CERT_TIMEOUT) -> float:
+    """Seconds until the Certificate is Ready; fails at once when an attempt has failed (cert-manager
+    would only retry it after a back-off far longer than a test)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if certificate_ready(name):
             return time.monotonic() - start
+        out = kubectl("-n", NS, "get", "certificate", name, "-o", "json", check=False)
+        if out and json.loads(out).get("status", {}).get("lastFailureTime"):
+            break
         time.sleep(2)
-    raise AssertionError(f"certificate {name} not Ready after {timeout:.0f}s:\n"
+    raise AssertionError(f"certificate {name} not Ready after {time.monotonic() - start:.0f}s:\n"
                          + kubectl("-n", NS, "describe", "certificate,certificaterequest,order,challenge",
                                    check=False))
 
@@ -106,6 +111,19 @@ def https_get(address: str, host: str, cafile: Path, path: str = "/hostname", ti
             peer = tls.getpeercert()
     head, _sep, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode(errors="replace"), peer
+
+
+def https_get_served(address: str, host: str, cafile: Path, wait: float = 30):
+    """https_get once Traefik serves the new certificate: it loads a Secret a moment after
+    cert-manager writes it, and answers with its default certificate meanwhile."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return https_get(address, host, cafile)
+        except ssl.SSLCertVerificationError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def http_get(address: str, host: str, path: str = "/") -> tuple[int, str]:
@@ -171,7 +189,7 @@ def test_app_over_https_with_a_pebble_certificate_on_each_worker(app, pebble_roo
     seconds = wait_certificate("app-example-test-tls")
     print(f"certificate for app.example.test Ready after {seconds:.0f}s")
     for address in WORKER_ADDRESSES:
-        status, body, peer = https_get(address, "app.example.test", pebble_root)
+        status, body, peer = https_get_served(address, "app.example.test", pebble_root)
         assert status == 200 and body.startswith("app-"), (address, status, body)
         assert subject_names(peer) == ["app.example.test"]
 
@@ -212,7 +230,7 @@ def test_a_second_ingress_with_the_ca_issuer(app, tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_bytes(base64.b64decode(secret["data"]["ca.crt"]))
     for address in WORKER_ADDRESSES:
-        status, body, peer = https_get(address, "internal.example.test", ca)
+        status, body, peer = https_get_served(address, "internal.example.test", ca)
         assert status == 200 and body.startswith("app-")
         assert subject_names(peer) == ["internal.example.test"]
 
@@ -227,6 +245,8 @@ def test_renewal_while_serving_without_a_failed_request(app, pebble_root):
                      "issuerRef": {"kind": "ClusterIssuer", "name": ACME_ISSUER}}},
            ingress("renew", "renew.example.test", None, name)])
     wait_certificate(name)
+    for address in WORKER_ADDRESSES:
+        https_get_served(address, "renew.example.test", pebble_root)
 
     def stored() -> str:
         return json.loads(kubectl("-n", NS, "get", "secret", name, "-o", "json"))["data"]["tls.crt"]
