@@ -131,7 +131,7 @@ def test_every_checksum_verifies():
     files = mirror.checksum_files()
     # one per Kubernetes binary, one per release archive or binary of the
     # eight other components, one per image archive, one per manifest
-    images = ["pause", "agnhost", "coredns", "busybox"] + [a for a, *_ in addon_images()]
+    images = ["pause", "agnhost", "coredns", "busybox"] + [item[0] for item in addon_images()]
     manifests = ["cert-manager.crds.yaml", "standard-install.yaml"]
     assert len(files) == len(mirror.K8S_CMDS) + 8 + len(images) + len(manifests)
     assert mirror.cmd_verify() == 0
@@ -171,10 +171,10 @@ def test_pebble_starts_from_its_image_working_directory(tmp_path):
     proc = subprocess.Popen([str(root / "app"), "-config", str(tmp_path / "config.json")], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        out, _ = proc.communicate(timeout=3)
+        out = proc.communicate(timeout=3)[0]
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
+        out = proc.communicate()[0]
     assert "Listening on: 127.0.0.1:0" in out, out
 
 
