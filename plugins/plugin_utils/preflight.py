@@ -26,6 +26,8 @@ import ipaddress
 import re
 from collections import namedtuple
 
+from ansible.errors import AnsibleFilterError
+from ansible_collections.hardway.kubernetes.plugins.filter import cert_manager as cert_manager_filters
 from ansible_collections.hardway.kubernetes.plugins.module_utils import flannel_config as flannel_rules
 
 try:
@@ -806,9 +808,17 @@ def addon_problems(settings):
     out = []
     issuers = settings.get('cert_manager_cluster_issuers') or []
     names = [i.get('name') for i in issuers if isinstance(i, dict)]
-    for name in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
+    duplicates = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    for name in duplicates:
         out.append(('cert_manager_cluster_issuers', name, 'names the ClusterIssuer "%s" %d times: each name once'
                     % (name, names.count(name))))
+    if settings.get('cluster_cert_manager_enabled') and not duplicates:
+        # The fields each type needs: the role's filter checks them the same way when it renders.
+        try:
+            cert_manager_filters.cert_manager_issuers(issuers)
+        except AnsibleFilterError as exc:
+            message = str(exc).split(': ', 1)[-1]
+            out.append(('cert_manager_cluster_issuers', issuers, message))
     annotations = settings.get('ingress_gateway_annotations') or {}
     if not settings.get('cluster_ingress_enabled') or not isinstance(annotations, dict):
         return out

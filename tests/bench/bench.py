@@ -6,7 +6,11 @@
 3. cold converges with 2, 4 and 8 workers;
 4. the pki module issuing a full cluster PKI for 3, 100 and 1000 nodes, and
    the same 100-node set made with community.crypto tasks;
-5. the Ansible settings used and the machine's core count.
+5. the addons: on the cold converge's cluster, Pebble (the lab's ACME server)
+   started, then site.yml with ingress and cert_manager on
+   (tests/testbed/addons-vars.yml), then an Ingress with an ACME issuer: the
+   seconds from switching the addons on to that first certificate Ready;
+6. the Ansible settings used and the machine's core count.
 
 It reports; it never fails on a slow machine. Targets are printed beside the
 figures. `--quick` skips the scale runs.
@@ -30,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "testbed"))
 import lab  # noqa: E402
 import mirror  # noqa: E402
+import pebble  # noqa: E402
 
 CACHE = mirror.CACHE
 BENCH = CACHE / "bench"
@@ -121,6 +126,48 @@ def cold_converge(workers: int, label: str) -> tuple[dict, Path, Path]:
     inventory = lab_inventory(workers)
     result = playbook(inventory, REPO / "playbooks" / "site.yml", state, label)
     return result, inventory, state
+
+
+# ------------------------------------------------------------------ addons
+def first_certificate(inventory: Path, state: Path) -> dict:
+    """On the running bench cluster: Pebble up, the addons on, an Ingress until its certificate is Ready."""
+    net = lab.network_of(SET)[1]
+    pebble_dir = BENCH / "pebble"
+    pebble.up(f"{SET}-cp1", f"{net}.11", f"{net}.21", pebble_dir)
+    kubectl = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(state / "admin.kubeconfig")]
+    start = time.monotonic()
+    os.environ["HARDWAY_PEBBLE_DIR"] = str(pebble_dir)
+    converge = playbook(inventory, REPO / "playbooks" / "site.yml", state, "addons",
+                        ["-e", "@" + str(REPO / "tests" / "testbed" / "addons-vars.yml")])
+    result = {"converge_seconds": converge["wall"], "rc": converge["rc"], "tasks_run": converge.get("tasks_run"),
+              "cpu_seconds": converge["cpu_seconds"], "slowest": slowest(converge, 5)}
+    if converge["rc"] != 0:
+        return result
+    app = {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bench", "namespace": "default"},
+         "spec": {"ports": [{"port": 80}], "selector": {"app": "bench"}}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+         "metadata": {"name": "bench", "namespace": "default",
+                      "annotations": {"cert-manager.io/cluster-issuer": "pebble"}},
+         "spec": {"ingressClassName": "traefik", "tls": [{"hosts": ["bench.example.test"],
+                                                          "secretName": "bench-tls"}],
+                  "rules": [{"host": "bench.example.test", "http": {"paths": [{
+                      "path": "/", "pathType": "Prefix",
+                      "backend": {"service": {"name": "bench", "port": {"number": 80}}}}]}}]}}]}
+    applied = time.monotonic()
+    subprocess.run(kubectl + ["apply", "-f", "-"], input=json.dumps(app), text=True, capture_output=True, check=True)
+    ready = None
+    while time.monotonic() - applied < 300:
+        proc = subprocess.run(kubectl + ["get", "certificate", "bench-tls", "-o",
+                                         "jsonpath={.status.conditions[?(@.type=='Ready')].status}"],
+                              capture_output=True, text=True, check=False)
+        if proc.stdout.strip() == "True":
+            ready = time.monotonic()
+            break
+        time.sleep(1)
+    result["certificate_seconds"] = round(ready - applied, 1) if ready else None
+    result["seconds_to_first_certificate"] = round(ready - start, 1) if ready else None
+    return result
 
 
 # --------------------------------------------------------------------- PKI
@@ -262,14 +309,15 @@ def machine_speed() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 2/4/8-worker scale runs")
-    parser.add_argument("--parts", default="pki,cold,scale",
-                        help="which parts to run, comma-separated among pki, cold (with the re-run), scale")
+    parser.add_argument("--parts", default="pki,cold,addons,scale",
+                        help="which parts to run, comma-separated among pki, cold (with the re-run), addons "
+                             "(needs cold), scale")
     parser.add_argument("--output", default=str(REPO / "bench.json"))
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if args.quick:
         parts.discard("scale")
-    unknown = parts - {"pki", "cold", "scale"}
+    unknown = parts - {"pki", "cold", "addons", "scale"}
     if unknown:
         parser.error("unknown parts: " + ", ".join(sorted(unknown)))
     BENCH.mkdir(parents=True, exist_ok=True)
@@ -295,6 +343,12 @@ def main() -> int:
         report["rerun"] = {"seconds": rerun["wall"], "changed": rerun["changed"], "rc": rerun["rc"],
                            "cpu_seconds": rerun["cpu_seconds"],
                            "tasks_run": rerun.get("tasks_run"), "slowest": slowest(rerun)}
+    if "addons" in parts:
+        if "cold" not in parts:
+            parser.error("the addons part runs on the cold converge's cluster: add cold to --parts")
+        if report["cold"]["rc"] == 0:
+            print("bench: addons (ingress, cert_manager) on, until the first certificate is Ready", flush=True)
+            report["addons"] = first_certificate(inventory, state)
     if "scale" in parts:
         report["scale"] = {}
         for workers in (2, 4, 8):
@@ -339,6 +393,13 @@ def print_table(r: dict) -> None:
         rows.append(("re-run changed", rr["changed"], "0", "met" if rr["changed"] == 0 else "MISSED"))
         rows.append(("  tasks run", rr["tasks_run"], "", ""))
         rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(rr["cpu_seconds"]), "", ""))
+    if "addons" in r:
+        a = r["addons"]
+        rows.append(("addons on -> first certificate Ready (s)", a.get("seconds_to_first_certificate"), "",
+                     "" if a["rc"] == 0 and a.get("certificate_seconds") is not None else "FAILED"))
+        rows.append(("  converge with the addons (s)", a["converge_seconds"], "", ""))
+        rows.append(("  Ingress created -> certificate Ready (s)", a.get("certificate_seconds"), "", ""))
+        rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(a["cpu_seconds"]), "", ""))
     if "pki" in r:
         p = r["pki"]
         for n in (3, 100, 1000):

@@ -241,7 +241,8 @@ def test_render_folds_hosts():
 
 
 ADDONS = {'cluster_ingress_enabled': True, 'cluster_cert_manager_enabled': True,
-          'cert_manager_cluster_issuers': [{'name': 'letsencrypt', 'type': 'acme'}, {'name': 'internal', 'type': 'ca'}],
+          'cert_manager_cluster_issuers': [{'name': 'letsencrypt', 'type': 'acme', 'preset': 'letsencrypt',
+                                            'email': 'ops@example.org'}, {'name': 'internal', 'type': 'ca'}],
           'ingress_gateway_annotations': {'cert-manager.io/cluster-issuer': 'letsencrypt'}}
 
 
@@ -280,3 +281,13 @@ def test_cert_manager_needs_aggregator_routing_without_a_control_plane_kubelet()
     assert 'enable-aggregator-routing=true' in checks.webhook_route_problems(off)[0][1]
     assert checks.webhook_route_problems(dict(off, cluster_control_plane_kubelet=True)) == []
     assert checks.webhook_route_problems(dict(off, cluster_cert_manager_enabled=False)) == []
+
+
+def test_addons_issuer_fields_checked_as_the_role_renders_them():
+    issuers = [{'name': 'letsencrypt', 'type': 'acme', 'preset': 'letsencrypt'}]
+    problems = checks.addon_problems(dict(ADDONS, cert_manager_cluster_issuers=issuers,
+                                          ingress_gateway_annotations={}))
+    assert len(problems) == 1
+    var, _value, rule = problems[0]
+    assert var == 'cert_manager_cluster_issuers'
+    assert 'item 1 (letsencrypt), field email' in rule, rule
