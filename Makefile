@@ -22,7 +22,7 @@ help:
 	@echo "make lab       three lab hosts in Docker with a working cluster (LAB_OS=trixie: Debian 13)"
 	@echo "make lab-down  remove the lab hosts and restore what the lab changed"
 	@echo "make test      every test: linters, sanity, unit, integration, test bed, molecule"
-	@echo "make bench     the benchmark (cold converge, re-run, scale, PKI)"
+	@echo "make bench     the benchmark (cold converge, re-run, addons, scale, PKI)"
 
 setup: $(VENV)/.done
 	@tests/testbed/system-deps.sh
