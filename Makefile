@@ -16,10 +16,11 @@ WORKERS ?= 2
 # Debian release of the lab hosts: bookworm (12) or trixie (13).
 LAB_OS ?= bookworm
 
-.PHONY: help setup mirror lab lab-down lint sanity unit integration testbed molecule test bench clean-cache
+.PHONY: help setup mirror lab lab-addons lab-down lint sanity unit integration testbed molecule test bench clean-cache
 
 help:
 	@echo "make lab       three lab hosts in Docker with a working cluster (LAB_OS=trixie: Debian 13)"
+	@echo "make lab-addons  on the lab: Pebble (ACME), then Traefik and cert-manager (see README)"
 	@echo "make lab-down  remove the lab hosts and restore what the lab changed"
 	@echo "make test      every test: linters, sanity, unit, integration, test bed, molecule"
 	@echo "make bench     the benchmark (cold converge, re-run, addons, scale, PKI)"
@@ -42,6 +43,14 @@ mirror: setup
 lab: setup mirror
 	@$(PY) tests/testbed/lab.py up --workers $(WORKERS) --os $(LAB_OS)
 	@tests/testbed/deploy-lab.sh $(WORKERS)
+
+# The ingress and TLS addons on the README's lab (after `make lab`): Pebble,
+# the lab's ACME server, on lab-cp1, then site.yml with both addons on.
+lab-addons: setup mirror
+	@$(PY) tests/testbed/pebble.py up --host lab-cp1 --address 172.29.0.11 --answer 172.29.0.21 \
+	  --out $(HARDWAY_CACHE)/lab/pebble
+	@HARDWAY_PEBBLE_DIR=$(HARDWAY_CACHE)/lab/pebble ansible-playbook -i inventories/lab/hosts.yml \
+	  playbooks/site.yml -e @tests/testbed/addons-vars.yml
 
 lab-down:
 	@python3 tests/testbed/lab.py down
