@@ -190,20 +190,20 @@ def _quantity(value):
     return None
 
 
-def _flag_name(value):
-    if value.startswith('-'):
-        return 'is written without the leading "--"'
-    if not _FLAG_RE.match(value):
-        return 'must be a flag name: lower-case letters, digits and "-"'
-    return None
+def _command_line_name(pattern, wanted):
+    """A check for the names of a flag dict: written without dashes, matching ``pattern``."""
+    def check(value):
+        if value.startswith('-'):
+            return 'is written without the leading "--"'
+        if not pattern.match(value):
+            return 'must be ' + wanted
+        return None
+    return check
 
 
-def _option_name(value):
-    if value.startswith('-'):
-        return 'is written without the leading "--"'
-    if not _OPTION_RE.match(value):
-        return 'must be an option path: letters, digits and "-", parts joined by "." (entryPoints.web.address)'
-    return None
+_flag_name = _command_line_name(_FLAG_RE, 'a flag name: lower-case letters, digits and "-"')
+_option_name = _command_line_name(
+    _OPTION_RE, 'an option path: letters, digits and "-", parts joined by "." (entryPoints.web.address)')
 
 
 def _flag_value(value):
