@@ -24,7 +24,6 @@ import json
 import os
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -32,32 +31,18 @@ from pathlib import Path
 
 import pytest
 
+# The lab set and kubectl as the default scenario's tests have them, and the test bed's pebble.py.
 REPO = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(REPO / "tests" / "testbed"))
-import lab  # noqa: E402
-import mirror  # noqa: E402
+sys.path[:0] = [str(REPO / "extensions" / "molecule" / "default" / "tests"), str(REPO / "tests" / "testbed")]
 import pebble  # noqa: E402
+from labcluster import AGNHOST, LAB_SET, NET, kubectl  # noqa: E402
 
-STATE = Path(os.environ["HARDWAY_LAB_STATE"])
 PEBBLE_DIR = Path(os.environ["HARDWAY_PEBBLE_DIR"])
-LAB_SET = os.environ.get("HARDWAY_LAB_SET", "mol")
-NET = lab.network_of(LAB_SET)[1]
 CP_ADDRESS = f"{NET}.11"
 WORKER_ADDRESSES = [f"{NET}.21", f"{NET}.22"]
-KUBECONFIG = STATE / "admin.kubeconfig"
-PINS = mirror.load_versions()[0]
-AGNHOST = f"registry.k8s.io/e2e-test-images/agnhost:{PINS['agnhost']}"
 NS = "hardway-addons"
 ACME_ISSUER, CA_ISSUER = "pebble", "lab-ca"
 CERT_TIMEOUT = 240
-
-
-def kubectl(*args: str, stdin: str | None = None, check: bool = True, timeout: int = 120) -> str:
-    cmd = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(KUBECONFIG), *args]
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
-    return proc.stdout
 
 
 def apply(objects: list[dict]) -> None:

@@ -24,24 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import testinfra
+from labcluster import ANSI, CP, HOSTS, RECAP, REPO, STATE, WORKERS, ansible_playbook, dns_mode, host, inventory
+from labcluster import kubectl as lab_kubectl
 
-REPO = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(REPO / "tests" / "testbed"))
-import mirror  # noqa: E402
-
-STATE = Path(os.environ["HARDWAY_LAB_STATE"])
-LAB_SET = os.environ.get("HARDWAY_LAB_SET", "mol")
-CP = f"{LAB_SET}-cp1"
-WORKERS = [f"{LAB_SET}-w1", f"{LAB_SET}-w2"]
-HOSTS = [CP, *WORKERS]
 PKI, CONFIG = "/etc/kubernetes/pki", "/etc/kubernetes"
 # The leaves deleted on the controller, and the services that read them.
 KUBELET_CERT = STATE / "pki" / f"kubelet-{WORKERS[0]}.pem"
@@ -54,33 +44,10 @@ INSTALLED = {
     (WORKERS[0], f"{CONFIG}/kube-proxy.kubeconfig"): STATE / "kubeconfigs" / "kube-proxy.kubeconfig",
     (WORKERS[1], f"{CONFIG}/kube-proxy.kubeconfig"): STATE / "kubeconfigs" / "kube-proxy.kubeconfig",
 }
-RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def host(name: str):
-    return testinfra.get_host(f"docker://{name}")
-
-
-def ansible_playbook() -> str:
-    sibling = Path(sys.executable).parent / "ansible-playbook"
-    return str(sibling) if sibling.exists() else "ansible-playbook"
-
-
-def inventory() -> str:
-    """The inventory of the lab set: given, or molecule's (a directory: its hosts, hosts.yml, group_vars)."""
-    if os.environ.get("HARDWAY_LAB_INVENTORY"):
-        return os.environ["HARDWAY_LAB_INVENTORY"]
-    if os.environ.get("MOLECULE_INVENTORY_FILE"):
-        return str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    if LAB_SET == "lab":
-        return str(REPO / "inventories" / "lab" / "hosts.yml")
-    pytest.fail(f"set HARDWAY_LAB_INVENTORY to the inventory of lab set {LAB_SET}")
-
-
-def dns_mode() -> str:
-    """The layout the cluster was last converged with (the side_effect step switches it to systemd)."""
-    return "systemd" if host(WORKERS[0]).run("systemctl is-enabled coredns").rc == 0 else "deployment"
+def kubectl(*args: str) -> str:
+    return lab_kubectl(*args, timeout=60)
 
 
 def services(name: str) -> list[str]:
@@ -108,11 +75,6 @@ def starts() -> dict[tuple[str, str], tuple[str, str]]:
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def kubectl(*args: str, timeout: int = 60) -> str:
-    cmd = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(STATE / "admin.kubeconfig"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
 
 
 def served_certificate(name: str, port: int) -> str:

@@ -36,17 +36,11 @@ import time
 from pathlib import Path
 
 import pytest
-import testinfra
+from labcluster import ANSI, CP, HOSTS, RECAP, REPO, STATE, WORKERS, ansible_playbook, dns_mode, host, inventory
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE.parent
-REPO = Path(__file__).resolve().parents[4]
 CALLBACKS = SCENARIO / "plugins" / "callback"
-STATE = Path(os.environ["HARDWAY_LAB_STATE"])
-LAB_SET = os.environ.get("HARDWAY_LAB_SET", "mol")
-CP = f"{LAB_SET}-cp1"
-WORKERS = [f"{LAB_SET}-w1", f"{LAB_SET}-w2"]
-HOSTS = [CP, *WORKERS]
 SERVICES = {CP: ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"],
             WORKERS[0]: ["containerd", "flanneld", "kubelet", "kube-proxy"],
             WORKERS[1]: ["containerd", "flanneld", "kubelet", "kube-proxy"]}
@@ -54,28 +48,6 @@ PLAIN = (WORKERS[0], "/var/lib/kubelet/config.yaml", "kubelet", "Restart kubelet
 SECRET = (CP, "/etc/kubernetes/encryption-config.yaml", "kube_apiserver", "Restart kube-apiserver")
 # A cluster object the collection applies (kube_apiserver's RBAC), and a label of it that apply puts back.
 OBJECT = ("clusterrole", "hardway:kube-apiserver-to-kubelet", "app.kubernetes.io/managed-by")
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-
-
-def host(name: str):
-    return testinfra.get_host(f"docker://{name}")
-
-
-def ansible_playbook() -> str:
-    sibling = Path(sys.executable).parent / "ansible-playbook"
-    return str(sibling) if sibling.exists() else "ansible-playbook"
-
-
-def inventory() -> str:
-    """The inventory of the lab set: given, or molecule's (a directory: its hosts, hosts.yml, group_vars)."""
-    if os.environ.get("HARDWAY_LAB_INVENTORY"):
-        return os.environ["HARDWAY_LAB_INVENTORY"]
-    if os.environ.get("MOLECULE_INVENTORY_FILE"):
-        return str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    if LAB_SET == "lab":
-        return str(REPO / "inventories" / "lab" / "hosts.yml")
-    pytest.fail(f"set HARDWAY_LAB_INVENTORY to the inventory of lab set {LAB_SET}")
 
 
 def check_env(report: Path, allow_changes: bool = True) -> dict[str, str]:
@@ -84,11 +56,6 @@ def check_env(report: Path, allow_changes: bool = True) -> dict[str, str]:
                HARDWAY_CHECK_ALLOW_CHANGES="1" if allow_changes else "0")
     env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
     return env
-
-
-def dns_mode() -> str:
-    """The layout the cluster was last converged with (the side_effect step switches it to systemd)."""
-    return "systemd" if host(WORKERS[0]).run("systemctl is-enabled coredns").rc == 0 else "deployment"
 
 
 def service_starts(name: str) -> str:

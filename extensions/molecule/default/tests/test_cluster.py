@@ -14,43 +14,15 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
-import testinfra
+from labcluster import AGNHOST, BUSYBOX, CP, KUBECONFIG, NET, WORKERS, host, kubectl, mirror
 
-REPO = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(REPO / "tests" / "testbed"))
-import lab  # noqa: E402
-import mirror  # noqa: E402
-
-STATE = Path(os.environ["HARDWAY_LAB_STATE"])
-LAB_SET = os.environ.get("HARDWAY_LAB_SET", "mol")
-CP = f"{LAB_SET}-cp1"
-WORKERS = [f"{LAB_SET}-w1", f"{LAB_SET}-w2"]
-NET = lab.network_of(LAB_SET)[1]
 ADDRESS = {CP: f"{NET}.11", WORKERS[0]: f"{NET}.21", WORKERS[1]: f"{NET}.22"}
-KUBECONFIG = STATE / "admin.kubeconfig"
-PINS = mirror.load_versions()[0]
-AGNHOST = f"registry.k8s.io/e2e-test-images/agnhost:{PINS['agnhost']}"
-BUSYBOX = f"hardway.local/busybox:{PINS['busybox']}"
 NS = "hardway-verify"
 SERVICE_IP = "10.32.0.1"
-
-
-def host(name: str):
-    return testinfra.get_host(f"docker://{name}")
-
-
-def kubectl(*args: str, stdin: str | None = None, timeout: int = 120, check: bool = True) -> str:
-    cmd = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(KUBECONFIG), *args]
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
-    return proc.stdout
 
 
 def dns_mode() -> str:

@@ -14,30 +14,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import testinfra
+from labcluster import CP, KUBECONFIG, WORKERS, host, mirror
 
-REPO = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(REPO / "tests" / "testbed"))
-import mirror  # noqa: E402
-
-STATE = Path(os.environ["HARDWAY_LAB_STATE"])
-LAB_SET = os.environ.get("HARDWAY_LAB_SET", "mol")
-CP = f"{LAB_SET}-cp1"
-WORKERS = [f"{LAB_SET}-w1", f"{LAB_SET}-w2"]
-KUBECONFIG = STATE / "admin.kubeconfig"
 PKI = "/etc/kubernetes/pki"
 ETCDCTL = "/root/hardway-verify-etcdctl"  # /tmp is noexec on the lab hosts
-
-
-def host(name: str):
-    return testinfra.get_host(f"docker://{name}")
 
 
 def flanneld_flags(name: str) -> dict:

@@ -21,58 +21,30 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import testinfra
+from labcluster import (
+    AGNHOST,
+    ANSI,
+    BUSYBOX,
+    CP,
+    RECAP,
+    REPO,
+    WORKERS,
+    ansible_playbook,
+    dns_mode,
+    host,
+    inventory,
+    kubectl,
+)
 
-REPO = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(REPO / "tests" / "testbed"))
-import mirror  # noqa: E402
-
-STATE = Path(os.environ["HARDWAY_LAB_STATE"])
-LAB_SET = os.environ.get("HARDWAY_LAB_SET", "mol")
-CP = f"{LAB_SET}-cp1"
-WORKERS = [f"{LAB_SET}-w1", f"{LAB_SET}-w2"]
-KUBECONFIG = STATE / "admin.kubeconfig"
-PINS = mirror.load_versions()[0]
-AGNHOST = f"registry.k8s.io/e2e-test-images/agnhost:{PINS['agnhost']}"
-BUSYBOX = f"hardway.local/busybox:{PINS['busybox']}"
 NS = "hardway-flannel"
 DEFAULT_PORT, CHANGED_PORT = 8472, 8473
 # services that must not restart for a changed network config
 OTHERS = {CP: ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"],
           WORKERS[0]: ["containerd", "kubelet", "kube-proxy"],
           WORKERS[1]: ["containerd", "kubelet", "kube-proxy"]}
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-
-
-def host(name: str):
-    return testinfra.get_host(f"docker://{name}")
-
-
-def ansible_playbook() -> str:
-    sibling = Path(sys.executable).parent / "ansible-playbook"
-    return str(sibling) if sibling.exists() else "ansible-playbook"
-
-
-def inventory() -> str:
-    """The inventory of the lab set: given, or molecule's (a directory: its hosts, hosts.yml, group_vars)."""
-    if os.environ.get("HARDWAY_LAB_INVENTORY"):
-        return os.environ["HARDWAY_LAB_INVENTORY"]
-    if os.environ.get("MOLECULE_INVENTORY_FILE"):
-        return str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    if LAB_SET == "lab":
-        return str(REPO / "inventories" / "lab" / "hosts.yml")
-    pytest.fail(f"set HARDWAY_LAB_INVENTORY to the inventory of lab set {LAB_SET}")
-
-
-def dns_mode() -> str:
-    """The layout the cluster was last converged with (the side_effect step switches it to systemd)."""
-    return "systemd" if host(WORKERS[0]).run("systemctl is-enabled coredns").rc == 0 else "deployment"
 
 
 def site(extra: dict) -> tuple[int, str]:
@@ -102,14 +74,6 @@ def etcd_config() -> dict:
            "--key /etc/kubernetes/pki/kube-apiserver-etcd-client-key.pem "
            "get /coreos.com/network/config --print-value-only")
     return json.loads(host(CP).check_output(cmd))
-
-
-def kubectl(*args: str, stdin: str | None = None, timeout: int = 120, check: bool = True) -> str:
-    cmd = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(KUBECONFIG), *args]
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
-    return proc.stdout
 
 
 def pod(name: str, node: str, image: str, **container) -> dict:
