@@ -15,11 +15,16 @@ export PYTHONPATH := $(COLLECTIONS)
 WORKERS ?= 2
 # Debian release of the lab hosts: bookworm (12) or trixie (13).
 LAB_OS ?= bookworm
+# Layout of the README's lab: single (one control plane) or ha (three control
+# planes that are also the etcd members).
+LAB ?= single
+CONTROL_PLANES := $(if $(filter ha,$(LAB)),3,1)
 
-.PHONY: help setup mirror lab lab-addons lab-down lint sanity unit integration testbed molecule test bench clean-cache
+.PHONY: help setup mirror lab lab-ha lab-addons lab-down lint sanity unit integration testbed molecule test bench clean-cache
 
 help:
 	@echo "make lab       three lab hosts in Docker with a working cluster (LAB_OS=trixie: Debian 13)"
+	@echo "make lab-ha    the HA layout: three control planes (also etcd) and two workers (= make lab LAB=ha)"
 	@echo "make lab-addons  on the lab: Pebble (ACME), then Traefik and cert-manager (see README)"
 	@echo "make lab-down  remove the lab hosts and restore what the lab changed"
 	@echo "make test      every test: linters, sanity, unit, integration, test bed, molecule"
@@ -41,8 +46,11 @@ mirror: setup
 	@$(PY) tests/testbed/mirror.py build
 
 lab: setup mirror
-	@$(PY) tests/testbed/lab.py up --workers $(WORKERS) --os $(LAB_OS)
-	@tests/testbed/deploy-lab.sh $(WORKERS)
+	@$(PY) tests/testbed/lab.py up --control-planes $(CONTROL_PLANES) --workers $(WORKERS) --os $(LAB_OS)
+	@tests/testbed/deploy-lab.sh $(WORKERS) $(CONTROL_PLANES)
+
+lab-ha:
+	@$(MAKE) --no-print-directory lab LAB=ha
 
 # The ingress and TLS addons on the README's lab (after `make lab`): Pebble,
 # the lab's ACME server, on lab-cp1, then site.yml with both addons on.

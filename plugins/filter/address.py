@@ -8,9 +8,13 @@
 - ``flannel_lease_cidr(key)``: the CIDR of a flannel lease key
   (``.../subnets/10.200.52.0-24`` -> ``10.200.52.0/24``).
 - ``cidr_contains(cidr, address)``: whether an address (or a network) lies inside a network.
+- ``split_sans(names)``: a certificate's subject alternative names split into IP addresses and DNS
+  names (an https:// URL stands for its host), each once, in order.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from ansible.errors import AnsibleFilterError
 
@@ -118,6 +122,33 @@ def cidr_contains(cidr, address):
     return other in net
 
 
+def split_sans(names):
+    """``{'ip_addresses': [...], 'dns_names': [...]}`` of ``names`` (IPs, DNS names or https:// URLs)."""
+    if not isinstance(names, (list, tuple)):
+        raise AnsibleFilterError('hardway.kubernetes.split_sans: expected a list of names, got %r' % (names,))
+    ips, dns = [], []
+    for name in names:
+        if name is None or name == '':
+            continue
+        if not isinstance(name, str):
+            raise AnsibleFilterError('hardway.kubernetes.split_sans: %r is not a name or an address' % (name,))
+        host = name.strip()
+        if '://' in host:
+            host = host.split('://', 1)[1].split('/', 1)[0]
+            host = host[1:].partition(']')[0] if host.startswith('[') else host.partition(':')[0]
+        if not host:
+            raise AnsibleFilterError('hardway.kubernetes.split_sans: %r names no host' % (name,))
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            if host.lower() not in dns:
+                dns.append(host.lower())
+        else:
+            if address not in ips:
+                ips.append(address)
+    return {'ip_addresses': ips, 'dns_names': dns}
+
+
 class FilterModule:
     """hardway.kubernetes address filters."""
 
@@ -127,4 +158,5 @@ class FilterModule:
             'cidr_overlaps': cidr_overlaps,
             'flannel_lease_cidr': flannel_lease_cidr,
             'cidr_contains': cidr_contains,
+            'split_sans': split_sans,
         }

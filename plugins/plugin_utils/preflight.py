@@ -172,6 +172,24 @@ def _http_url(value):
     return _url(value)
 
 
+def _endpoint(value):
+    """An API endpoint: https://<address or DNS name>[:port], nothing after it."""
+    problem = _url(value, ('https',))
+    if problem:
+        return problem
+    rest = value[len('https://'):]
+    hostport, _slash, path = rest.partition('/')
+    if path:
+        return 'must not have a path (https://<host>[:port])'
+    if hostport.startswith('['):
+        host = hostport[1:].partition(']')[0]
+    else:
+        host = hostport.partition(':')[0]
+    if _host(host) is not None:
+        return 'names %r, which is neither an IP address nor a DNS name' % host
+    return None
+
+
 def _mirror(value):
     if value == '' or value.startswith('/'):
         return None if value == '' else _abs_path(value.rstrip('/') or '/')
@@ -309,7 +327,7 @@ FORMATS = {
     'ipv4': _ipv4, 'ip': _ip, 'ipv4_network': _ipv4_network, 'network': _network,
     'dns_subdomain': _dns_subdomain, 'dns_label': _dns_label, 'node_name': _node_name,
     'hostname': _hostname, 'host': _host, 'abs_path': _abs_path, 'dir': _dir,
-    'url': _http_url, 'mirror': _mirror, 'image': _image, 'quantity': _quantity,
+    'url': _http_url, 'endpoint': _endpoint, 'mirror': _mirror, 'image': _image, 'quantity': _quantity,
     'flag_name': _flag_name, 'flag_value': _flag_value, 'sysctl_name': _sysctl_name,
     'sysctl_value': _sysctl_value, 'package': _package, 'kernel_module': _kernel_module,
     'etcd_prefix': _etcd_prefix, 'qualified_name': _qualified_name, 'label_value': _label_value,
@@ -622,6 +640,8 @@ def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd):
         ports['cluster_apiserver_port'] = values.get('cluster_apiserver_port')
         out.extend(Problem(var, values.get(var), rule, host) for var, rule in webhook_route_problems(values))
     if runs_pods:
+        if values.get('cluster_apiserver_lb_enabled', values.get('cluster_apiserver_endpoint') == ''):
+            ports['cluster_apiserver_lb_port'] = values.get('cluster_apiserver_lb_port')
         var, port = flannel_port(values)
         if var:
             ports[var] = port

@@ -47,6 +47,7 @@ BAD_FORMAT = {
     'abs_path': ['relative/path', '/with space', '/a/../b'],
     'dir': ['relative/dir', '/', '/trailing/'],
     'url': ['ftp://example.com', 'example.com/path', 'http://host:99999'],
+    'endpoint': ['http://api.example:6443', 'https://api.example:6443/path', 'https://bad_host:6443'],
     'mirror': ['ftp://example.com/mirror', 'relative/mirror'],
     'image': ['Registry/UPPER:tag', 'image:tag with space'],
     'quantity': ['lots', '1.5.5Gi'],
@@ -323,6 +324,10 @@ def cross_cases(addresses: list[str]) -> list[Case]:
         Case('API port collides with etcd', {'cluster_apiserver_port': 2379},
              expect=['cluster_apiserver_port = 2379: is the same port as etcd_client_port'],
              touches=frozenset(['cluster_apiserver_port', 'etcd_client_port', 'etcd_peer_port'])),
+        Case('local API load balancer port collides with the API server on a control plane with a kubelet',
+             {'cluster_apiserver_lb_port': 6443, 'cluster_control_plane_kubelet': True},
+             expect=['cluster_apiserver_lb_port = 6443: is the same port as cluster_apiserver_port'],
+             touches=frozenset(['cluster_apiserver_lb_port', 'cluster_apiserver_port', '@groups'])),
     ]
     for case in out:
         case.option = case.option or 'cross: ' + case.name

@@ -14,7 +14,23 @@ def test_registered():
         'cidr_overlaps',
         'flannel_lease_cidr',
         'cidr_contains',
+        'split_sans',
     }
+
+
+def test_split_sans_keeps_order_and_takes_hosts_of_urls():
+    names = ['10.32.0.1', '127.0.0.1', 'kubernetes', '10.0.0.11', 'Kubernetes', '10.0.0.11', '',
+             'https://API.example.com:6443', 'https://10.0.0.100', 'https://[fd00::1]:6443', 'cp1']
+    assert A.split_sans(names) == {
+        'ip_addresses': ['10.32.0.1', '127.0.0.1', '10.0.0.11', '10.0.0.100', 'fd00::1'],
+        'dns_names': ['kubernetes', 'api.example.com', 'cp1'],
+    }
+
+
+@pytest.mark.parametrize('names', ['cp1', [1], ['https://'], None])
+def test_split_sans_refuses_what_is_not_a_list_of_names(names):
+    with pytest.raises(AnsibleFilterError, match='split_sans'):
+        A.split_sans(names)
 
 
 @pytest.mark.parametrize(
