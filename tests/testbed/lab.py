@@ -8,6 +8,8 @@
     lab.py down [--name PREFIX]    remove the hosts, restore host sysctls
     lab.py inventory [--control-planes C] [--workers N]
                                    print the lab inventory (YAML)
+    lab.py instances [--control-planes C] [--workers N] [--name PREFIX]
+                                   print the hosts as molecule's instance config
     lab.py status                  list lab hosts
 
 The hosts live on an internal Docker network (no route out). The image holds
@@ -300,11 +302,21 @@ def inventory(workers: int, prefix: str, control_planes: int = 1) -> str:
              "    ansible_python_interpreter: /usr/bin/python3", "  children:"]
     groups = {"control_plane": hosts[:control_planes], "etcd": hosts[:control_planes],
               "workers": hosts[control_planes:]}
+    seen = set()
     for group, members in groups.items():
         lines += [f"    {group}:", "      hosts:"]
         for name, ip in members:
-            lines += [f"        {name}:", f"          cluster_node_address: {ip}"]
+            lines.append(f"        {name}:")
+            if name not in seen:
+                lines.append(f"          cluster_node_address: {ip}")
+                seen.add(name)
     return "\n".join(lines) + "\n"
+
+
+def instances(workers: int, prefix: str, control_planes: int = 1) -> str:
+    """Molecule's instance config for the hosts (reached with docker exec)."""
+    return "".join(f"- {{instance: {name}, address: {name}, user: root, connection: community.docker.docker}}\n"
+                   for name, _ip in host_names(workers, prefix, control_planes))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("docker")
     p = sub.add_parser("image")
     p.add_argument("--os", default=DEFAULT_SUITE, choices=list(SUITES))
-    for name in ("up", "inventory"):
+    for name in ("up", "inventory", "instances"):
         p = sub.add_parser(name)
         p.add_argument("--workers", type=int, default=2)
         p.add_argument("--control-planes", type=int, default=1)
@@ -334,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         down(args.name)
     elif args.cmd == "inventory":
         sys.stdout.write(inventory(args.workers, args.name, args.control_planes))
+    elif args.cmd == "instances":
+        sys.stdout.write(instances(args.workers, args.name, args.control_planes))
     elif args.cmd == "status":
         ensure_docker()
         print(sh(["docker", "ps", "-a", "--filter", "label=hardway.lab=1"]).stdout)

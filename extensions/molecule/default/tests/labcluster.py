@@ -1,7 +1,9 @@
 """What the verify tests share: the lab set's hosts, the controller's state, kubectl and site.yml.
 
 The lab set comes from HARDWAY_LAB_SET (molecule's "mol" by default), the controller's state
-directory from HARDWAY_LAB_STATE. The addons scenario's tests import this module too.
+directory from HARDWAY_LAB_STATE, the number of control-plane hosts (which are the etcd members
+too) from HARDWAY_LAB_CONTROL_PLANES (1; the ha scenario sets 3). The addons and ha scenarios'
+tests import this module too.
 """
 
 from __future__ import annotations
@@ -22,11 +24,18 @@ import mirror  # noqa: E402
 
 STATE = Path(os.environ["HARDWAY_LAB_STATE"])
 LAB_SET = os.environ.get("HARDWAY_LAB_SET", "mol")
-CP = f"{LAB_SET}-cp1"
+CONTROL_PLANE_COUNT = int(os.environ.get("HARDWAY_LAB_CONTROL_PLANES", "1"))
+# Names and addresses as tests/testbed/lab.py gives them: control planes on .11, .12, ..., workers on .21, .22.
+ADDRESS = dict(lab.host_names(2, LAB_SET, CONTROL_PLANE_COUNT))
+CONTROL_PLANES = [name for name in ADDRESS if "-cp" in name]
+CP = CONTROL_PLANES[0]
 WORKERS = [f"{LAB_SET}-w1", f"{LAB_SET}-w2"]
-HOSTS = [CP, *WORKERS]
-# The first three octets of the lab set's addresses (.11 the control plane, .21 and .22 the workers).
+HOSTS = [*CONTROL_PLANES, *WORKERS]
+# The first three octets of the lab set's addresses.
 NET = lab.network_of(LAB_SET)[1]
+CONTROL_PLANE_UNITS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+# On the workers: the local API load balancer first (the lab sets no cluster_apiserver_endpoint).
+WORKER_UNITS = ["kube-apiserver-lb", "containerd", "flanneld", "kubelet", "kube-proxy"]
 KUBECONFIG = STATE / "admin.kubeconfig"
 PINS = mirror.load_versions()[0]
 AGNHOST = f"registry.k8s.io/e2e-test-images/agnhost:{PINS['agnhost']}"
@@ -48,6 +57,21 @@ def kubectl(*args: str, stdin: str | None = None, timeout: int = 120, check: boo
     return proc.stdout
 
 
+def etcdctl(*args: str, on: str | None = None, endpoints: list[str] | None = None, check: bool = True) -> str:
+    """etcdctl on a control-plane host (the first by default) with the API server's etcd client certificate
+    (an etcd root user), at that host's own member or at the given hosts' members."""
+    urls = ",".join(f"https://{ADDRESS[name]}:2379" for name in endpoints) if endpoints else "https://127.0.0.1:2379"
+    cmd = (f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints {urls} --command-timeout 10s "
+           "--cacert /etc/kubernetes/pki/etcd-ca.pem "
+           "--cert /etc/kubernetes/pki/kube-apiserver-etcd-client.pem "
+           "--key /etc/kubernetes/pki/kube-apiserver-etcd-client-key.pem " + " ".join(args))
+    h = host(on or CP)
+    if check:
+        return h.check_output(cmd)
+    result = h.run(cmd)
+    return result.stdout if result.rc == 0 else ""
+
+
 def ansible_playbook() -> str:
     sibling = Path(sys.executable).parent / "ansible-playbook"
     return str(sibling) if sibling.exists() else "ansible-playbook"
@@ -62,6 +86,13 @@ def inventory() -> str:
     if LAB_SET == "lab":
         return str(REPO / "inventories" / "lab" / "hosts.yml")
     pytest.fail(f"set HARDWAY_LAB_INVENTORY to the inventory of lab set {LAB_SET}")
+
+
+def units(name: str) -> list[str]:
+    """The collection's services on a lab host, in start order (CoreDNS on workers in the systemd layout)."""
+    if name in CONTROL_PLANES:
+        return list(CONTROL_PLANE_UNITS)
+    return WORKER_UNITS + (["coredns"] if dns_mode() == "systemd" else [])
 
 
 def dns_mode() -> str:

@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 
 import pytest
-from labcluster import ANSI, CP, HOSTS, RECAP, REPO, STATE, WORKERS, ansible_playbook, dns_mode, host, inventory
+from labcluster import ANSI, HOSTS, RECAP, REPO, STATE, WORKERS, ansible_playbook, dns_mode, host, inventory
 from labcluster import kubectl as lab_kubectl
+from labcluster import units as lab_units
 
 PKI, CONFIG = "/etc/kubernetes/pki", "/etc/kubernetes"
 # The leaves deleted on the controller, and the services that read them.
@@ -50,18 +51,11 @@ def kubectl(*args: str) -> str:
     return lab_kubectl(*args, timeout=60)
 
 
-def services(name: str) -> list[str]:
-    """Every service the collection runs on a host (site.yml's cluster_host_services)."""
-    if name == CP:
-        return ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-    return ["containerd", "flanneld", "kubelet", "kube-proxy"] + (["coredns"] if dns_mode() == "systemd" else [])
-
-
 def starts() -> dict[tuple[str, str], tuple[str, str]]:
     """(host, service) -> (MainPID, start time): they move only when the service (re)starts."""
     out = {}
     for name in HOSTS:
-        units = services(name)
+        units = lab_units(name)
         text = host(name).check_output("systemctl show --property=Id,MainPID,ExecMainStartTimestampMonotonic "
                                        + " ".join(units))
         for block in text.strip().split("\n\n"):

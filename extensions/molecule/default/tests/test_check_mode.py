@@ -36,14 +36,11 @@ import time
 from pathlib import Path
 
 import pytest
-from labcluster import ANSI, CP, HOSTS, RECAP, REPO, STATE, WORKERS, ansible_playbook, dns_mode, host, inventory
+from labcluster import ANSI, CP, HOSTS, RECAP, REPO, STATE, WORKERS, ansible_playbook, dns_mode, host, inventory, units
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE.parent
 CALLBACKS = SCENARIO / "plugins" / "callback"
-SERVICES = {CP: ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"],
-            WORKERS[0]: ["containerd", "flanneld", "kubelet", "kube-proxy"],
-            WORKERS[1]: ["containerd", "flanneld", "kubelet", "kube-proxy"]}
 PLAIN = (WORKERS[0], "/var/lib/kubelet/config.yaml", "kubelet", "Restart kubelet")
 SECRET = (CP, "/etc/kubernetes/encryption-config.yaml", "kube_apiserver", "Restart kube-apiserver")
 # A cluster object the collection applies (kube_apiserver's RBAC), and a label of it that apply puts back.
@@ -61,7 +58,7 @@ def check_env(report: Path, allow_changes: bool = True) -> dict[str, str]:
 def service_starts(name: str) -> str:
     """MainPID and start time of each service of a host: they move only when the service restarts."""
     return host(name).check_output("systemctl show --property=Id,MainPID,ExecMainStartTimestampMonotonic "
-                                   + " ".join(SERVICES[name]))
+                                   + " ".join(units(name)))
 
 
 def sha256_of(name: str, path: str) -> str:
@@ -182,8 +179,9 @@ def test_check_run_succeeds(edited_check):
 def test_recap_changed_only_on_the_edited_hosts(edited_check):
     recap = {m[0]: [int(v) for v in m[1:]] for m in RECAP.findall(edited_check["output"])}
     assert set(recap) == set(HOSTS), edited_check["output"][-3000:]
-    # w1: kubelet config and its restart; cp1: encryption config, its restart, the RBAC object; w2: nothing
-    expected = {CP: 3, WORKERS[0]: 2, WORKERS[1]: 0}
+    # w1: kubelet config and its restart; cp1: encryption config, its restart, the RBAC object; the others
+    # (w2, and cp2 and cp3 in the ha scenario): nothing
+    expected = dict.fromkeys(HOSTS, 0) | {CP: 3, WORKERS[0]: 2}
     assert {name: counts[1] for name, counts in recap.items()} == expected
     assert all(counts[2] == 0 and counts[3] == 0 for counts in recap.values())
     hosts = edited_check["report"]["hosts"]
@@ -202,11 +200,10 @@ def test_exactly_the_edits_and_their_restarts(edited_check):
         return sorted(changes, key=repr)
 
     seen = {name: listed(what(c) for c in changes_on(edited_check, name)) for name in HOSTS}
-    assert seen == {
+    assert seen == dict.fromkeys(HOSTS, []) | {
         WORKERS[0]: listed([(PLAIN[2], (PLAIN[1],), ()), (PLAIN[2], "handler", PLAIN[3])]),
         CP: listed([(SECRET[2], (SECRET[1],), ()), (SECRET[2], "handler", SECRET[3]),
                     ("kube_apiserver", "task", "Apply the RBAC that lets the API server reach kubelets")]),
-        WORKERS[1]: [],
     }
 
 

@@ -18,9 +18,22 @@ import time
 import urllib.request
 
 import pytest
-from labcluster import AGNHOST, BUSYBOX, CP, KUBECONFIG, NET, WORKERS, host, kubectl, mirror
+from labcluster import (
+    ADDRESS,
+    AGNHOST,
+    BUSYBOX,
+    CONTROL_PLANES,
+    CP,
+    HOSTS,
+    KUBECONFIG,
+    WORKERS,
+    etcdctl,
+    host,
+    kubectl,
+    mirror,
+    units,
+)
 
-ADDRESS = {CP: f"{NET}.11", WORKERS[0]: f"{NET}.21", WORKERS[1]: f"{NET}.22"}
 NS = "hardway-verify"
 SERVICE_IP = "10.32.0.1"
 
@@ -28,14 +41,6 @@ SERVICE_IP = "10.32.0.1"
 def dns_mode() -> str:
     config = host(WORKERS[0]).file("/var/lib/kubelet/config.yaml").content_string
     return "systemd" if f"- {ADDRESS[WORKERS[0]]}" in config else "deployment"
-
-
-def etcdctl(*args: str) -> str:
-    cmd = ("ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints https://127.0.0.1:2379 "
-           "--cacert /etc/kubernetes/pki/etcd-ca.pem "
-           "--cert /etc/kubernetes/pki/kube-apiserver-etcd-client.pem "
-           "--key /etc/kubernetes/pki/kube-apiserver-etcd-client-key.pem " + " ".join(args))
-    return host(CP).check_output(cmd)
 
 
 def pod_manifest(name: str, node: str, image: str, command: list[str] | None = None,
@@ -80,7 +85,7 @@ def workload():
 
 
 # ------------------------------------------------------------------- hosts
-@pytest.mark.parametrize("name", [CP, *WORKERS])
+@pytest.mark.parametrize("name", HOSTS)
 def test_hosts_run_the_scenarios_debian_release(name):
     """The default scenario runs on bookworm, the trixie scenario on trixie."""
     wanted = os.environ.get("HARDWAY_LAB_OS") or "bookworm"
@@ -88,26 +93,21 @@ def test_hosts_run_the_scenarios_debian_release(name):
     assert f"VERSION_CODENAME={wanted}" in release, release
 
 
-@pytest.mark.parametrize("name,units", [
-    (CP, ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]),
-    (WORKERS[0], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
-    (WORKERS[1], ["containerd", "flanneld", "kubelet", "kube-proxy"]),
-])
-def test_units_active_and_enabled(name, units):
+@pytest.mark.parametrize("name", HOSTS)
+def test_units_active_and_enabled(name):
     h = host(name)
-    if name in WORKERS and dns_mode() == "systemd":
-        units = units + ["coredns"]
-    for unit in units:
+    for unit in units(name):
         svc = h.service(unit)
         assert svc.is_running, f"{unit} is not active on {name}"
         assert svc.is_enabled, f"{unit} is not enabled on {name}"
 
 
-def test_control_plane_runs_no_kubelet():
-    assert not host(CP).service("kubelet").is_running
+@pytest.mark.parametrize("name", CONTROL_PLANES)
+def test_control_plane_runs_no_kubelet(name):
+    assert not host(name).service("kubelet").is_running
 
 
-@pytest.mark.parametrize("name", [CP, *WORKERS])
+@pytest.mark.parametrize("name", HOSTS)
 def test_private_keys_are_0600_and_no_ca_key(name):
     h = host(name)
     keys = h.check_output("find /etc/kubernetes -name '*-key.pem' -o -name '*.kubeconfig'").split()
@@ -279,3 +279,63 @@ def test_secret_is_encrypted_in_etcd(workload):
     raw = etcdctl(f"get /registry/secrets/{NS}/sealed --print-value-only | head -c 22")
     assert raw.startswith("k8s:enc:aescbc:v1:key1")
     assert "hunter2" not in etcdctl(f"get /registry/secrets/{NS}/sealed --print-value-only | tr -c '[:print:]' '.'")
+
+
+# ------------------------------------------------- every control-plane host
+def test_etcd_members_are_the_control_planes_all_voting_and_healthy():
+    members = json.loads(etcdctl("member list -w json"))["members"]
+    assert sorted(m["name"] for m in members) == sorted(CONTROL_PLANES)
+    assert not [m["name"] for m in members if m.get("isLearner")]
+    assert sorted(m["peerURLs"][0] for m in members) == sorted(f"https://{ADDRESS[c]}:2380" for c in CONTROL_PLANES)
+    endpoints = ",".join(f"https://{ADDRESS[c]}:2379" for c in CONTROL_PLANES)
+    health = json.loads(etcdctl(f"endpoint health --endpoints {endpoints} -w json"))
+    assert len(health) == len(CONTROL_PLANES) and all(h["health"] for h in health), health
+
+
+@pytest.mark.parametrize("name", CONTROL_PLANES)
+def test_each_apiserver_lists_every_etcd_member(name):
+    unit = host(name).file("/etc/systemd/system/kube-apiserver.service").content_string
+    for cp in CONTROL_PLANES:
+        assert f"https://{ADDRESS[cp]}:2379" in unit.split("--etcd-servers=", 1)[1].split()[0]
+
+
+def test_kubernetes_service_has_every_apiserver():
+    """Each API server keeps its own address in the endpoints through its lease (endpoint reconciler)."""
+    deadline = time.monotonic() + 30
+    while True:
+        slices = json.loads(kubectl("-n", "default", "get", "endpointslices",
+                                    "-l", "kubernetes.io/service-name=kubernetes", "-o", "json"))["items"]
+        found = sorted(a for s in slices for e in s["endpoints"] for a in e["addresses"])
+        if found == sorted(ADDRESS[c] for c in CONTROL_PLANES) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert found == sorted(ADDRESS[c] for c in CONTROL_PLANES)
+
+
+def test_controller_manager_and_scheduler_elect_one_leader():
+    for lease in ("kube-controller-manager", "kube-scheduler"):
+        spec = json.loads(kubectl("-n", "kube-system", "get", "lease", lease, "-o", "json"))["spec"]
+        assert spec["holderIdentity"].split("_")[0] in CONTROL_PLANES, spec
+
+
+def test_apiserver_certificate_names_every_way_in():
+    """Every control-plane host (name and address), 127.0.0.1 (the local load balancer), the first Service
+    address and kubernetes.default.svc.<domain>."""
+    text = host(CP).check_output("openssl x509 -noout -ext subjectAltName -in /etc/kubernetes/pki/kube-apiserver.pem")
+    for cp in CONTROL_PLANES:
+        assert f"IP Address:{ADDRESS[cp]}" in text and f"DNS:{cp}" in text
+    for name in ("IP Address:127.0.0.1", f"IP Address:{SERVICE_IP}", "DNS:kubernetes.default.svc.cluster.local"):
+        assert name in text
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_node_kubeconfigs_use_the_local_load_balancer(name):
+    h = host(name)
+    for path in ("/etc/kubernetes/kubelet.kubeconfig", "/etc/kubernetes/kube-proxy.kubeconfig"):
+        assert "server: https://127.0.0.1:6444" in h.file(path).content_string, path
+    config = h.file("/etc/kubernetes/apiserver-lb/haproxy.cfg").content_string
+    servers = sorted(line.split()[2] for line in config.splitlines() if line.strip().startswith("server "))
+    assert servers == sorted(f"{ADDRESS[c]}:6443" for c in CONTROL_PLANES)
+    # through the load balancer, with the cluster CA (the certificate names 127.0.0.1)
+    assert h.check_output("curl -sS -m 5 --cacert /etc/kubernetes/pki/kubernetes-ca.pem "
+                          "https://127.0.0.1:6444/readyz") == "ok"

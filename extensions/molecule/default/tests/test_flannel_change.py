@@ -28,12 +28,15 @@ from labcluster import (
     AGNHOST,
     ANSI,
     BUSYBOX,
+    CONTROL_PLANES,
     CP,
     RECAP,
     REPO,
+    WORKER_UNITS,
     WORKERS,
     ansible_playbook,
     dns_mode,
+    etcdctl,
     host,
     inventory,
     kubectl,
@@ -42,9 +45,8 @@ from labcluster import (
 NS = "hardway-flannel"
 DEFAULT_PORT, CHANGED_PORT = 8472, 8473
 # services that must not restart for a changed network config
-OTHERS = {CP: ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"],
-          WORKERS[0]: ["containerd", "kubelet", "kube-proxy"],
-          WORKERS[1]: ["containerd", "kubelet", "kube-proxy"]}
+OTHERS = {cp: ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] for cp in CONTROL_PLANES} | {
+    worker: [unit for unit in WORKER_UNITS if unit != "flanneld"] for worker in WORKERS}
 
 
 def site(extra: dict) -> tuple[int, str]:
@@ -68,12 +70,7 @@ def vxlan_port(name: str) -> int:
 
 
 def etcd_config() -> dict:
-    cmd = ("ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints https://127.0.0.1:2379 "
-           "--cacert /etc/kubernetes/pki/etcd-ca.pem "
-           "--cert /etc/kubernetes/pki/kube-apiserver-etcd-client.pem "
-           "--key /etc/kubernetes/pki/kube-apiserver-etcd-client-key.pem "
-           "get /coreos.com/network/config --print-value-only")
-    return json.loads(host(CP).check_output(cmd))
+    return json.loads(etcdctl("get /coreos.com/network/config --print-value-only"))
 
 
 def pod(name: str, node: str, image: str, **container) -> dict:
@@ -187,3 +184,4 @@ def test_change_with_the_flag(request, step, port):
     recap = {m[0]: int(m[2]) for m in RECAP.findall(result["output"])}
     assert {w: recap[w] for w in WORKERS} == {w: 2 for w in WORKERS}
     assert recap[CP] == 1  # the network config in etcd
+    assert all(recap[cp] == 0 for cp in CONTROL_PLANES[1:])
