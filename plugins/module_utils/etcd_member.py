@@ -52,6 +52,8 @@ ERR_TOO_MANY_LEARNERS = 'too many learner members'
 ERR_LEARNER_NOT_READY = 'can only promote a learner member which is in sync with leader'
 # a learner's client URL answers every request of the gateway with this (only /health works there)
 ERR_LEARNER_RPC = 'rpc not supported for learner'
+# the refusals of an add that add_member retries
+ADD_REFUSALS = (ERR_TOO_MANY_LEARNERS, ERR_NOT_ENOUGH_STARTED, ERR_UNHEALTHY)
 # seconds between two tries of an add or promote that etcd refuses for now
 RETRY_INTERVAL = 2
 
@@ -183,10 +185,6 @@ def describe_members(members):
     return ''.join(line + '\n' for line in sorted(lines))
 
 
-def learners(members):
-    return [m for m in members if m.get('isLearner')]
-
-
 def not_ready_for_add(members):
     """Why another member cannot be added yet (a member added before has not started), or None."""
     waiting = [m for m in members if not started(m)]
@@ -303,8 +301,7 @@ def add_member(client, peer_urls, learner=True, wait=0.0, sleep=None, clock=None
                 return call(client, '/v3/cluster/member/add', {'peerURLs': list(peer_urls), 'isLearner': learner})
             except EtcdError as exc:
                 text = str(exc)
-                if not any(refusal in text for refusal in (ERR_TOO_MANY_LEARNERS, ERR_NOT_ENOUGH_STARTED,
-                                                             ERR_UNHEALTHY)):
+                if not any(refusal in text for refusal in ADD_REFUSALS):
                     raise
                 reason = text
         if clock() >= deadline:
