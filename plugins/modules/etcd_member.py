@@ -115,7 +115,7 @@ attributes:
 notes:
   - A learner receives the cluster's data but does not vote, so a cluster keeps its quorum while a new
     member is added and has not started yet; it is promoted once it runs and has caught up. That is
-    etcd's recommended way to grow a cluster. With O(learner=false) the member votes from its add on:
+    etcd's recommended way to grow a cluster. With O(learner=false) the member votes from its add on;
     a cluster of one then becomes a cluster of two that needs both for a quorum, and until the new
     member runs, the cluster answers nothing (with authentication on, not even the login this module
     needs).
@@ -196,7 +196,7 @@ members:
   elements: dict
 is_learner:
   description:
-    - Whether the cluster lists this member as a learner once the module is done (in check mode: would
+    - Whether the cluster lists this member as a learner once the module is done (in check mode, would
       list); null when the cluster does not list it (V(keep), V(bootstrap)).
   returned: always
   type: bool
