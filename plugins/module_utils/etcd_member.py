@@ -8,11 +8,20 @@ data directory holds no member. Then there are three cases:
 - no etcd answers: the member bootstraps a new cluster with the other etcd
   hosts of the inventory (``new``, the inventory's member list);
 - a cluster answers and does not list the member: it is added through etcd's
-  API first (``/v3/cluster/member/add``) and starts with ``existing`` and an
-  initial cluster of the current members plus itself;
+  API first (``/v3/cluster/member/add``), as a learner unless asked otherwise,
+  and starts with ``existing`` and an initial cluster of the current members
+  plus itself;
 - a cluster answers and lists the member as added but never started (a run
   stopped between the add and the start, or a new cluster whose other members
-  came up first): it starts with ``existing`` as well.
+  came up first), learner or not: it starts with ``existing`` as well.
+
+A learner receives the data but does not vote, so it does not count for the
+quorum: a cluster keeps working while a new member is added and has not
+started yet. Once it runs and has caught up with the leader, it is promoted to
+a voting member (``/v3/cluster/member/promote``, a second call of the module).
+etcd allows one learner at a time (``--max-learners``, 1 by default): members
+added in parallel are added one after the other. Before each add the module
+waits until every member has started and the cluster reports healthy.
 
 A member that the cluster lists as started while its data directory is empty
 has lost its data: etcd must not let it in again under its old identity, so
@@ -25,7 +34,9 @@ from __future__ import annotations
 
 import time
 
+from ansible_collections.hardway.kubernetes.plugins.module_utils import etcd as etcd_api
 from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import EtcdError
+from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient import RequestError
 
 # How a connection fails when no etcd serves there: refused, or not set up in time (no
 # host there, or an etcd that is not ready yet: etcd serves clients only once it is part of a
@@ -35,6 +46,16 @@ NOT_SERVING = ('refused', 'timeout', 'connection')
 # etcd's answers to a member add that a moment later may succeed (strict reconfiguration check).
 ERR_NOT_ENOUGH_STARTED = 'not enough started members'
 ERR_UNHEALTHY = 'unhealthy cluster'
+# ... and while another learner is in the cluster (--max-learners, 1 by default)
+ERR_TOO_MANY_LEARNERS = 'too many learner members'
+# etcd's answer to a promote while the learner has not caught up with the leader (or has not started)
+ERR_LEARNER_NOT_READY = 'can only promote a learner member which is in sync with leader'
+# a learner's client URL answers every request of the gateway with this (only /health works there)
+ERR_LEARNER_RPC = 'rpc not supported for learner'
+# the refusals of an add that add_member retries
+ADD_REFUSALS = (ERR_TOO_MANY_LEARNERS, ERR_NOT_ENOUGH_STARTED, ERR_UNHEALTHY)
+# seconds between two tries of an add or promote that etcd refuses for now
+RETRY_INTERVAL = 2
 
 
 class MembershipError(ValueError):
@@ -164,6 +185,28 @@ def describe_members(members):
     return ''.join(line + '\n' for line in sorted(lines))
 
 
+def not_ready_for_add(members):
+    """Why another member cannot be added yet (a member added before has not started), or None."""
+    waiting = [m for m in members if not started(m)]
+    if waiting:
+        return ('member %s (peer URLs %s) was added and has not started yet; add the next one once it runs, or '
+                'remove it (etcdctl member remove %s)'
+                % (', '.join(member_id(m) for m in waiting),
+                   ', '.join(u for m in waiting for u in m.get('peerURLs') or ()), member_id(waiting[0])))
+    return None
+
+
+def promoted(members, member):
+    """``members`` with ``member`` as a voting member (the list after a promote)."""
+    out = []
+    for other in members:
+        other = dict(other)
+        if member_id(other) == member_id(member):
+            other.pop('isLearner', None)
+        out.append(other)
+    return out
+
+
 # --------------------------------------------------------------------------
 # etcd's cluster API through the JSON gateway
 
@@ -171,6 +214,35 @@ def describe_members(members):
 def not_serving(error):
     """Whether an EtcdError says that no endpoint serves etcd (see NOT_SERVING)."""
     return bool(error.errors) and all(e.connecting and e.kind in NOT_SERVING for e in error.errors)
+
+
+def call(client, path, payload):
+    """``client.call``, past the endpoints of learners.
+
+    A learner's client URL answers every gateway request with a refusal
+    (ERR_LEARNER_RPC), and a learner is part of the cluster for a while after
+    each add: its endpoint is dropped from the client and the request goes to
+    the next one. When only learners answer, the voting members do not serve,
+    which is not the same as no cluster at all.
+    """
+    skipped = []
+    while True:
+        try:
+            return client.call(path, payload)
+        except EtcdError as exc:
+            if ERR_LEARNER_RPC in str(exc) and exc.endpoint:
+                remaining = [e for e in client.endpoints if str(e) != exc.endpoint]
+                if remaining and len(remaining) < len(client.endpoints):
+                    skipped.append(exc.endpoint)
+                    client.endpoints = remaining
+                    client.endpoint = None
+                    continue
+            if skipped and not_serving(exc):
+                raise EtcdError(
+                    'only learners of the cluster answered (%s), none of its voting members: %s. The cluster runs '
+                    'without its voting members; bring them back before adding or promoting one'
+                    % (', '.join(skipped), exc), 'etcd', skipped[0]) from None
+            raise
 
 
 def list_members(client):
@@ -181,61 +253,162 @@ def list_members(client):
     bootstrapping another cluster would split it.
     """
     try:
-        answer = client.call('/v3/cluster/member/list', {})
+        answer = call(client, '/v3/cluster/member/list', {})
     except EtcdError as exc:
         if not_serving(exc):
             return None
         if any(e.kind == 'timeout' and not e.connecting for e in exc.errors):
             raise EtcdError(
                 '%s. etcd took the connection but did not answer: the cluster has no quorum, so whether and how '
-                'this member joins cannot be decided. A member that was added and has not started yet (a cluster '
-                'of two needs both) is the usual cause: start it, or remove it (etcdctl member remove <ID>), and '
-                'run again' % exc, exc.kind, exc.endpoint, exc.errors) from None
+                'this member joins cannot be decided. A voting member that was added and has not started yet (a '
+                'cluster of two needs both) is the usual cause: start it, or remove it (etcdctl member remove '
+                '<ID>), and run again' % exc, exc.kind, exc.endpoint, exc.errors) from None
         raise
     return list(answer.get('members') or [])
 
 
-def add_member(client, peer_urls, wait=0.0, sleep=None, clock=None):
-    """Add a voting member with ``peer_urls``; returns the gateway's answer (``member``, ``members``).
+def cluster_health(client):
+    """Why the cluster is not healthy as the member that answered last sees it (its ``/health``), or None."""
+    endpoint = client.endpoint or client.endpoints[0]
+    try:
+        response = etcd_api.request(endpoint, 'GET', '/health', None, client.context, client.timeout)
+    except RequestError as exc:
+        return 'its health could not be read: %s' % exc
+    body = response.json if isinstance(response.json, dict) else {}
+    if response.status == 200 and body.get('health') == 'true':
+        return None
+    return 'etcd at %s reports the cluster unhealthy (HTTP %d: %s)' % (
+        endpoint, response.status, body.get('reason') or response.text or response.reason)
 
-    etcd refuses an add that would leave too few started members for a quorum
-    (another member was just added and has not started yet); such a refusal is
-    retried for up to ``wait`` seconds.
+
+def add_member(client, peer_urls, learner=True, wait=0.0, sleep=None, clock=None):
+    """Add a member with ``peer_urls`` (a learner, or a voting member); the gateway's answer (``member``, ``members``).
+
+    One member at a time: before each try it waits until every listed member
+    has started and the cluster reports healthy. etcd's refusals that a moment
+    later may turn into a yes are retried: another learner is in the cluster
+    (it is promoted once it has caught up), or too few members are started
+    for a quorum with one more voting member (strict reconfiguration check).
+    All of it for up to ``wait`` seconds.
     """
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
     deadline = clock() + wait
     while True:
+        reason = not_ready_for_add(list_members(client) or []) or cluster_health(client)
+        if reason is None:
+            try:
+                return call(client, '/v3/cluster/member/add', {'peerURLs': list(peer_urls), 'isLearner': learner})
+            except EtcdError as exc:
+                text = str(exc)
+                if not any(refusal in text for refusal in ADD_REFUSALS):
+                    raise
+                reason = text
+        if clock() >= deadline:
+            raise EtcdError('the member was not added within add_wait (%s seconds): %s' % (wait, reason))
+        sleep(RETRY_INTERVAL)
+
+
+def promote_member(client, member, wait=0.0, sleep=None, clock=None):
+    """Promote the learner ``member`` (as listed) to a voting member; the gateway's answer (``members``).
+
+    etcd refuses until the learner runs and has caught up with the leader;
+    that refusal is retried for up to ``wait`` seconds.
+    """
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
+    deadline = clock() + wait
+    raw = member.get('ID', member.get('id'))
+    while True:
         try:
-            return client.call('/v3/cluster/member/add', {'peerURLs': list(peer_urls), 'isLearner': False})
+            return call(client, '/v3/cluster/member/promote', {'ID': str(raw)})
         except EtcdError as exc:
-            text = str(exc)
-            if (ERR_NOT_ENOUGH_STARTED in text or ERR_UNHEALTHY in text) and clock() < deadline:
-                sleep(2)
-                continue
-            raise
+            if ERR_LEARNER_NOT_READY not in str(exc):
+                raise
+            if clock() >= deadline:
+                raise EtcdError(
+                    '%s. The learner %s (peer URLs %s) did not catch up with the leader within promote_wait (%s '
+                    'seconds)%s' % (exc, member_id(member), ', '.join(member.get('peerURLs') or ()), wait,
+                                    '' if started(member) else ': it has not started'),
+                    exc.kind, exc.endpoint, exc.errors) from None
+        sleep(RETRY_INTERVAL)
 
 
-def run_member(client, name, peer_urls, member_data, bootstrap_text, check_mode=False, diff=False, wait=0.0):
+def run_member(client, name, peer_urls, member_data, bootstrap_text, check_mode=False, diff=False, wait=0.0,
+               learner=True, sleep=None, clock=None):
     """Decide (and add the member when it joins); the module's result. Raises MembershipError, EtcdError."""
     bootstrap = parse_initial_cluster(bootstrap_text)
     members = None if member_data else list_members(client)
     plan = plan_start(name, peer_urls, member_data, members, bootstrap)
     result = {'changed': False, 'decision': plan['decision'], 'state': plan['state'],
               'initial_cluster': plan['initial_cluster'], 'member_id': None,
-              'members': members or []}
+              'members': members or [], 'is_learner': None}
     if plan['member'] is not None:
         result['member_id'] = member_id(plan['member'])
+        result['is_learner'] = bool(plan['member'].get('isLearner'))
     if plan['decision'] != 'add':
         return result
     result['changed'] = True
-    after = list(members) + [{'peerURLs': list(peer_urls)}]
+    result['is_learner'] = learner
+    new = {'peerURLs': list(peer_urls)}
+    if learner:
+        new['isLearner'] = True
+    after = list(members) + [new]
     if not check_mode:
-        answer = add_member(client, peer_urls, wait)
+        answer = add_member(client, peer_urls, learner, wait, sleep, clock)
         added = answer.get('member') or {}
         result['member_id'] = member_id(added)
         after = list(answer.get('members') or after)
         result['initial_cluster'] = cluster_of(after, dict((u, n) for n, u in bootstrap), name, peer_urls)
+        members = list_before(members, after, added)
+    result['members'] = after
+    if diff:
+        result['diff'] = {'before': describe_members(members), 'after': describe_members(after),
+                          'before_header': 'etcd members', 'after_header': 'etcd members'}
+    return result
+
+
+def list_before(members, after, added):
+    """The member list just before the add: the answer's list without the new member (others may have
+    started or been promoted while the add waited)."""
+    key = added.get('ID', added.get('id'))
+    if key is None:
+        return members
+    return [m for m in after if m.get('ID', m.get('id')) != key]
+
+
+def run_promote(client, name, peer_urls, check_mode=False, diff=False, wait=0.0, sleep=None, clock=None):
+    """Promote this member when the cluster lists it as a learner; the module's result (promote=true).
+
+    Raises MembershipError, EtcdError.
+    """
+    if not name:
+        raise MembershipError('name: give the member name')
+    if not peer_urls:
+        raise MembershipError('peer_urls: give the member\'s peer URLs')
+    members = list_members(client)
+    if members is None:
+        raise MembershipError('no etcd of the cluster answered (%s): there is no member to promote'
+                              % ', '.join(str(e) for e in client.endpoints))
+    member = find_member(members, name, peer_urls)
+    result = {'changed': False, 'decision': 'voter', 'state': None, 'initial_cluster': None, 'member_id': None,
+              'members': members, 'is_learner': False}
+    if member is None:
+        if not check_mode:
+            raise MembershipError(
+                'the cluster does not list this member (%s=%s): there is nothing to promote. Run the module '
+                'without promote first, which adds it' % (name, ','.join(peer_urls)))
+        # check mode after an add that was only reported: it would be added as a learner, then promoted
+        result.update(changed=True, decision='promote')
+        return result
+    result['member_id'] = member_id(member)
+    if not member.get('isLearner'):
+        return result
+    result.update(changed=True, decision='promote')
+    after = promoted(members, member)
+    if not check_mode:
+        answer = promote_member(client, member, wait, sleep, clock)
+        after = list(answer.get('members') or after)
     result['members'] = after
     if diff:
         result['diff'] = {'before': describe_members(members), 'after': describe_members(after),

@@ -117,12 +117,28 @@ def test_member_id_is_hex():
 
 # ------------------------------------------------------------------ the cluster API (fake gateway)
 class ClusterGateway(FakeGateway):
-    """FakeGateway plus etcd's member list and add, with etcd's strict reconfiguration check."""
+    """FakeGateway plus etcd's member list, add and promote, with etcd's strict reconfiguration check, its
+    learner limit (--max-learners 1) and its error texts; /health; learners' client URLs refuse the API."""
 
     def __init__(self, members):
         super().__init__()
         self.members = [dict(m) for m in members]
         self.next_id = 0x100
+        self.unhealthy = None  # the reason /health gives, or None
+        self.behind = set()  # IDs of learners that have not caught up with the leader
+        self.learner_endpoints = set()
+        self.inactive = set()  # IDs of members that started once and cannot be reached now
+
+    def __call__(self, endpoint, method, path, payload=None, context=None, timeout=10.0, headers=None, names=None):
+        if str(endpoint) not in self.down and path == '/health':
+            self.requests.append((str(endpoint), path, None))
+            body = {'health': 'false' if self.unhealthy else 'true', 'reason': self.unhealthy or ''}
+            return Response(503 if self.unhealthy else 200, 'health', json.dumps(body).encode())
+        if str(endpoint) in self.learner_endpoints:
+            self.requests.append((str(endpoint), path, None))
+            body = {'code': 9, 'message': 'etcdserver: rpc not supported for learner'}
+            return Response(400, 'Bad Request', json.dumps(body).encode())
+        return super().__call__(endpoint, method, path, payload, context, timeout, headers, names)
 
     def handle(self, path, body, token):
         if path == '/v3/cluster/member/list':
@@ -132,15 +148,33 @@ class ClusterGateway(FakeGateway):
             self.admin(token)
             if any(set(body['peerURLs']) & set(m['peerURLs']) for m in self.members):
                 raise GatewayError(9, 400, 'Peer URLs already exists')
-            voting = [m for m in self.members if not m.get('isLearner')]
-            started = [m for m in voting if m.get('name')]
-            total = len(voting) + 1
-            if not (len(started) == 1 and total == 2) and len(started) < total // 2 + 1:
-                raise GatewayError(9, 400, 're-configuration failed due to not enough started members')
+            if body.get('isLearner'):
+                if any(m.get('isLearner') for m in self.members):
+                    raise GatewayError(9, 400, 'too many learner members in cluster')
+            else:
+                voting = [m for m in self.members if not m.get('isLearner')]
+                started = [m for m in voting if m.get('name') and m['ID'] not in self.inactive]
+                total = len(voting) + 1
+                if not (len(started) == 1 and total == 2) and len(started) < total // 2 + 1:
+                    raise GatewayError(9, 400, 're-configuration failed due to not enough started members')
             self.next_id += 1
             new = {'ID': str(self.next_id), 'peerURLs': list(body['peerURLs'])}
+            if body.get('isLearner'):
+                new['isLearner'] = True
+                self.behind.add(new['ID'])
             self.members.append(new)
             return {'member': new, 'members': self.members}
+        if path == '/v3/cluster/member/promote':
+            self.admin(token)
+            found = [m for m in self.members if m['ID'] == body['ID']]
+            if not found:
+                raise GatewayError(5, 404, 'member not found')
+            if not found[0].get('isLearner'):
+                raise GatewayError(9, 400, 'can only promote a learner member')
+            if not found[0].get('name') or body['ID'] in self.behind:
+                raise GatewayError(9, 400, 'can only promote a learner member which is in sync with leader')
+            del found[0]['isLearner']
+            return {'members': self.members}
         return super().handle(path, body, token)
 
 
@@ -177,22 +211,33 @@ def test_member_with_data_asks_nothing(cluster):
     assert result['decision'] == 'keep' and result['changed'] is False and fake.requests == []
 
 
-def test_join_adds_the_member_then_starts_existing(cluster):
+def test_join_adds_the_member_as_a_learner_then_starts_existing(cluster):
     fake = cluster([member(1, 'cp1', CP1, E1)], down={E2})
     before = [dict(m) for m in fake.members]
     checked = run(check=True)
     assert checked['changed'] and checked['decision'] == 'add' and checked['member_id'] is None
+    assert checked['is_learner'] is True
     assert fake.members == before  # check mode adds nothing
-    assert '(not started) (new) peer https://10.0.0.12:2380\n' in checked['diff']['after']
+    assert '(not started) (new) peer https://10.0.0.12:2380 (learner)\n' in checked['diff']['after']
     result = run()
     assert result['changed'] and result['decision'] == 'add' and result['state'] == 'existing'
     assert result['member_id'] == '101' and result['initial_cluster'] == f'cp1={CP1},cp2={CP2}'
-    assert [m['peerURLs'] for m in fake.members] == [[CP1], [CP2]]
+    assert [(m['peerURLs'], m.get('isLearner', False)) for m in fake.members] == [([CP1], False), ([CP2], True)]
     assert result['diff']['before'] == f'cp1 1 peer {CP1} client {E1}\n'
-    # a second run before the member started: it is listed, not added again
+    assert result['diff']['after'].startswith(f'(not started) 101 peer {CP2} (learner)\n')
+    assert '/health' in [r[1] for r in fake.requests]  # the cluster's health was checked before the add
+    # a second run before the member started: it is listed (an unstarted learner), not added again
     again = run()
     assert (again['changed'], again['decision'], again['member_id']) == (False, 'join', '101')
-    assert len(fake.members) == 2
+    assert again['state'] == 'existing' and again['initial_cluster'] == f'cp1={CP1},cp2={CP2}'
+    assert again['is_learner'] is True and len(fake.members) == 2
+
+
+def test_a_voting_member_can_still_be_added(cluster):
+    fake = cluster([member(1, 'cp1', CP1, E1)], down={E2})
+    result = run(learner=False)
+    assert result['changed'] and result['decision'] == 'add' and result['is_learner'] is False
+    assert 'isLearner' not in fake.members[-1] and '(learner)' not in result['diff']['after']
 
 
 def test_join_logs_in_when_authentication_is_on(cluster):
@@ -202,24 +247,158 @@ def test_join_logs_in_when_authentication_is_on(cluster):
                   'flannel': {'password': 'x', 'roles': set()}}
     fake.enabled = True
     assert run(client=client('etcd-admin', 's3cret'))['decision'] == 'add'
+    fake.members[-1].update(name='cp2', clientURLs=[E2])  # started
     with pytest.raises(E.EtcdError, match='denied'):
         run(name='cp3', peers=[CP3], client=client('flannel', 'x'))  # not root: may not add members
 
 
-def test_add_waits_for_a_member_that_is_still_starting(cluster):
-    fake = cluster([member(1, 'cp1', CP1, E1), member(2, 'cp2', CP2, E2), member(3, '', CP3)])
-    fake.members.append(member(4, '', 'https://10.0.0.14:2380'))  # 2 of 4 voting members started
-    clock = iter(range(0, 1000, 1)).__next__
+class Clock:
+    """An injected clock and sleep: each sleep advances the time and runs the next of ``events``."""
 
-    def sleep(_seconds):
-        # the member added before starts meanwhile
-        fake.members[2]['name'] = 'cp3'
+    def __init__(self, *events):
+        self.now = 0.0
+        self.sleeps = 0
+        self.events = list(events)
 
-    answer = M.add_member(client(), ['https://10.0.0.15:2380'], wait=10, sleep=sleep, clock=clock)
-    assert answer['member']['peerURLs'] == ['https://10.0.0.15:2380']
-    fake.members = fake.members[:2] + [member(3, '', CP3), member(4, '', 'https://10.0.0.14:2380')]
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+        self.sleeps += 1
+        if self.events:
+            self.events.pop(0)()
+
+
+CP4, CP5 = 'https://10.0.0.14:2380', 'https://10.0.0.15:2380'
+
+
+def test_add_waits_one_at_a_time_for_started_members_health_and_the_learner_limit(cluster):
+    fake = cluster([member(1, 'cp1', CP1, E1), member(2, '', CP2, learner=True)])
+    fake.behind.add('2')
+    steps = []
+
+    def starts():  # the learner added before starts
+        steps.append('start')
+        fake.members[1].update(name='cp2', clientURLs=[E2])
+
+    def healthy():
+        steps.append('healthy')
+        fake.unhealthy = None
+
+    def catches_up():  # ... and is promoted by its own run
+        steps.append('promote')
+        fake.behind.clear()
+        fake.members[1].pop('isLearner')
+
+    clock = Clock(starts, healthy, catches_up)
+    fake.unhealthy = 'RANGE ERROR:etcdserver: request timed out'
+    answer = M.add_member(client(), [CP3], wait=60, sleep=clock.sleep, clock=clock)
+    assert steps == ['start', 'healthy', 'promote'] and clock.sleeps == 3
+    assert answer['member']['peerURLs'] == [CP3] and answer['member']['isLearner'] is True
+    adds = [r for r in fake.requests if r[1] == '/v3/cluster/member/add']
+    assert len(adds) == 2  # tried only once the others were started and healthy: refused once (learner limit)
+
+
+def test_add_gives_up_after_add_wait_and_says_why(cluster):
+    fake = cluster([member(1, 'cp1', CP1, E1), member(0x2a, '', CP2, learner=True)])
+    clock = Clock()
+    with pytest.raises(E.EtcdError) as info:
+        M.add_member(client(), [CP3], wait=9, sleep=clock.sleep, clock=clock)
+    assert 'not added within add_wait (9 seconds)' in str(info.value)
+    assert 'member 2a (peer URLs https://10.0.0.12:2380) was added and has not started' in str(info.value)
+    assert clock.sleeps == 5 and not any(r[1] == '/v3/cluster/member/add' for r in fake.requests)
+    # a started learner that does not catch up: etcd's learner limit
+    fake.members[1].update(name='cp2', clientURLs=[E2])
+    with pytest.raises(E.EtcdError, match='too many learner members in cluster'):
+        M.add_member(client(), [CP3], wait=4, sleep=clock.sleep, clock=clock)
+    fake.unhealthy = 'NOSPACE'
+    with pytest.raises(E.EtcdError, match=r'reports the cluster unhealthy \(HTTP 503: NOSPACE\)'):
+        M.add_member(client(), [CP3], wait=0, sleep=clock.sleep, clock=clock)
+
+
+def test_a_voting_add_waits_for_the_strict_reconfiguration_check(cluster):
+    fake = cluster([member(1, 'cp1', CP1, E1), member(2, 'cp2', CP2, E2), member(3, 'cp3', CP3, 'x'),
+                    member(4, 'cp4', CP4, 'y')])
+    fake.inactive = {'3', '4'}  # 2 of 4 voting members reachable: one more needs 3 of 5
+
+    def comes_back():
+        fake.inactive.discard('3')
+
+    clock = Clock(comes_back)
+    answer = M.add_member(client(), [CP5], learner=False, wait=10, sleep=clock.sleep, clock=clock)
+    assert 'isLearner' not in answer['member'] and clock.sleeps == 1
+    fake.members[-1].update(name='cp5', clientURLs=['z'])
+    fake.inactive = {'3', '4', answer['member']['ID']}
     with pytest.raises(E.EtcdError, match='not enough started members'):
-        M.add_member(client(), ['https://10.0.0.16:2380'], wait=3, sleep=lambda _s: None, clock=clock)
+        M.add_member(client(), ['https://10.0.0.16:2380'], learner=False, wait=3, sleep=clock.sleep, clock=clock)
+
+
+def test_an_other_refusal_is_not_retried(cluster):
+    fake = cluster([member(1, 'cp1', CP1, E1)])
+    fake.members.append(member(2, 'cp2', CP3, E2))
+    with pytest.raises(E.EtcdError, match='Peer URLs already exists'):
+        M.add_member(client(), [CP3], wait=60, sleep=pytest.fail, clock=Clock())
+
+
+# ------------------------------------------------------------------ promote (fake gateway)
+def promote(name='cp2', peers=(CP2,), check=False, diff=True, **kwargs):
+    return M.run_promote(kwargs.pop('client', None) or client(), name, list(peers), check, diff, **kwargs)
+
+
+def test_promote_waits_until_the_learner_caught_up(cluster):
+    fake = cluster([member(1, 'cp1', CP1, E1), member(0xb, 'cp2', CP2, E2, learner=True)])
+    fake.behind.add('11')
+    checked = promote(check=True)
+    assert (checked['changed'], checked['decision'], checked['member_id']) == (True, 'promote', 'b')
+    assert checked['diff']['before'] == f'cp1 1 peer {CP1} client {E1}\ncp2 b peer {CP2} client {E2} (learner)\n'
+    assert checked['diff']['after'] == f'cp1 1 peer {CP1} client {E1}\ncp2 b peer {CP2} client {E2}\n'
+    assert fake.members[1]['isLearner'] and checked['is_learner'] is False  # check mode promotes nothing
+    clock = Clock(lambda: None, fake.behind.clear)
+    result = promote(sleep=clock.sleep, clock=clock, wait=30)
+    assert (result['changed'], result['decision'], result['is_learner']) == (True, 'promote', False)
+    assert clock.sleeps == 2 and 'isLearner' not in fake.members[1]
+    assert result['diff']['after'] == checked['diff']['after'] and result['state'] is None
+    # promoted: nothing to do any more
+    again = promote()
+    assert (again['changed'], again['decision'], again['member_id']) == (False, 'voter', 'b')
+    assert 'diff' not in again
+
+
+def test_promote_gives_up_after_promote_wait(cluster):
+    cluster([member(1, 'cp1', CP1, E1), member(0xb, '', CP2, learner=True)])
+    clock = Clock()
+    with pytest.raises(E.EtcdError) as info:
+        promote(sleep=clock.sleep, clock=clock, wait=5)
+    assert 'can only promote a learner member which is in sync with leader' in str(info.value)
+    assert 'within promote_wait (5 seconds): it has not started' in str(info.value) and clock.sleeps == 3
+
+
+def test_promote_needs_the_member_listed(cluster):
+    cluster([member(1, 'cp1', CP1, E1)])
+    with pytest.raises(M.MembershipError, match='does not list this member'):
+        promote()
+    # check mode after an add that was only reported
+    checked = promote(check=True)
+    assert checked['changed'] and checked['decision'] == 'promote' and checked['member_id'] is None
+    cluster([], down={E1, E2})
+    with pytest.raises(M.MembershipError, match='no etcd of the cluster answered'):
+        promote()
+
+
+def test_a_learners_endpoint_is_passed_over(cluster):
+    """A learner's client URL refuses every API request; the next endpoint answers."""
+    fake = cluster([member(1, 'cp1', CP1, E1), member(0xb, 'cp2', CP2, E2, learner=True)])
+    fake.learner_endpoints = {E2}
+    over = client(endpoints=(E2, E1))
+    result = promote(client=over)
+    assert (result['decision'], result['member_id'], over.endpoint_url) == ('promote', 'b', E1)
+    assert [r[0] for r in fake.requests if r[1] != '/health'][:2] == [E2, E1]
+    # only the learner answers: the voting members are down, which is not "no cluster"
+    fake.members[1]['isLearner'] = True
+    fake.down = {E1}
+    with pytest.raises(E.EtcdError, match='only learners of the cluster answered'):
+        run(name='cp3', peers=[CP3], client=client(endpoints=(E2, E1)))
 
 
 def test_an_answer_that_is_not_a_refusal_is_not_taken_for_no_cluster(cluster, monkeypatch):
