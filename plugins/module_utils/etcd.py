@@ -44,6 +44,9 @@ ERR_OLD_REVISION = 'revision of auth store is old'
 ERR_PERMISSION_DENIED = 'permission denied'
 # etcd's gateway (embed/serve.go), while authentication is on, to a client certificate with a common name
 ERR_GATEWAY_CN = 'CommonName of client sending a request against gateway'
+# a learner's client URL, to every request of the gateway but /health (a member that joined and is not
+# promoted yet): another endpoint serves it
+ERR_LEARNER_RPC = 'rpc not supported for learner'
 # a token to fetch again (expired, or issued before an auth change) or missing
 TOKEN_ERRORS = (ERR_INVALID_TOKEN, ERR_OLD_REVISION, ERR_USER_EMPTY)
 
@@ -239,6 +242,9 @@ class EtcdClient:
 
     def _raise_or_skip(self, endpoint, path, response, code, message):
         """Raise EtcdError for an answer that another endpoint would not change; RequestError to try the next."""
+        if _has(message, ERR_LEARNER_RPC):
+            raise RequestError('etcd at %s is a learner (a member not promoted yet), which serves no requests '
+                               '(HTTP %d: %s)' % (endpoint, response.status, message), 'learner', endpoint)
         if _has(message, ERR_GATEWAY_CN):
             raise EtcdError(
                 'etcd at %s refused the client certificate (HTTP %d: %s): with authentication on, etcd\'s JSON '

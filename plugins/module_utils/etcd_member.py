@@ -50,8 +50,6 @@ ERR_UNHEALTHY = 'unhealthy cluster'
 ERR_TOO_MANY_LEARNERS = 'too many learner members'
 # etcd's answer to a promote while the learner has not caught up with the leader (or has not started)
 ERR_LEARNER_NOT_READY = 'can only promote a learner member which is in sync with leader'
-# a learner's client URL answers every request of the gateway with this (only /health works there)
-ERR_LEARNER_RPC = 'rpc not supported for learner'
 # the refusals of an add that add_member retries
 ADD_REFUSALS = (ERR_TOO_MANY_LEARNERS, ERR_NOT_ENOUGH_STARTED, ERR_UNHEALTHY)
 # seconds between two tries of an add or promote that etcd refuses for now
@@ -217,32 +215,25 @@ def not_serving(error):
 
 
 def call(client, path, payload):
-    """``client.call``, past the endpoints of learners.
+    """``client.call``, saying so when only learners answered.
 
     A learner's client URL answers every gateway request with a refusal
-    (ERR_LEARNER_RPC), and a learner is part of the cluster for a while after
-    each add: its endpoint is dropped from the client and the request goes to
-    the next one. When only learners answer, the voting members do not serve,
-    which is not the same as no cluster at all.
+    (etcd.ERR_LEARNER_RPC); the client takes that as "try the next endpoint",
+    since a learner is part of the cluster for a while after each add. When
+    only learners answer, the voting members do not serve, which is not the
+    same as no cluster at all.
     """
-    skipped = []
-    while True:
-        try:
-            return client.call(path, payload)
-        except EtcdError as exc:
-            if ERR_LEARNER_RPC in str(exc) and exc.endpoint:
-                remaining = [e for e in client.endpoints if str(e) != exc.endpoint]
-                if remaining and len(remaining) < len(client.endpoints):
-                    skipped.append(exc.endpoint)
-                    client.endpoints = remaining
-                    client.endpoint = None
-                    continue
-            if skipped and not_serving(exc):
-                raise EtcdError(
-                    'only learners of the cluster answered (%s), none of its voting members: %s. The cluster runs '
-                    'without its voting members; bring them back before adding or promoting one'
-                    % (', '.join(skipped), exc), 'etcd', skipped[0]) from None
-            raise
+    try:
+        return client.call(path, payload)
+    except EtcdError as exc:
+        learners = [str(e.endpoint) for e in exc.errors if e.kind == 'learner']
+        others = [e for e in exc.errors if e.kind != 'learner']
+        if learners and all(e.connecting and e.kind in NOT_SERVING for e in others):
+            raise EtcdError(
+                'only learners of the cluster answered (%s), none of its voting members: %s. The cluster runs '
+                'without its voting members; bring them back before adding or promoting one'
+                % (', '.join(learners), exc), 'etcd', learners[0], exc.errors) from None
+        raise
 
 
 def list_members(client):

@@ -114,3 +114,20 @@ def test_module_rejects_missing_value(run_module):
         {'endpoints': ['https://127.0.0.1:1'], 'key': 'k', 'state': 'get', 'ca_cert': '/nonexistent/ca.pem'},
     )
     assert result['failed'] and result['msg'] == 'ca_cert: /nonexistent/ca.pem does not exist'
+
+
+def test_a_learner_is_passed_over_for_the_next_endpoint(monkeypatch):
+    """A member that joined as a learner refuses every gateway request; the client asks the next endpoint."""
+    learner = b'{"error":"etcdserver: rpc not supported for learner","code":9}'
+    answers = {'https://10.0.0.13:2379': Response(400, 'Bad Request', learner),
+               'https://10.0.0.11:2379': Response(200, 'OK', b'{"header":{},"members":[]}')}
+    client = E.EtcdClient(['https://10.0.0.13:2379', 'https://10.0.0.11:2379'])
+    monkeypatch.setattr(client, '_post', lambda endpoint, path, payload, token: answers[str(endpoint)])
+    assert client.call('/v3/cluster/member/list', {}) == {'header': {}, 'members': []}
+    assert client.endpoint_url == 'https://10.0.0.11:2379'
+    # only the learner: the error says what it is, and that no other endpoint answered
+    only = E.EtcdClient(['https://10.0.0.13:2379'])
+    monkeypatch.setattr(only, '_post', lambda endpoint, path, payload, token: answers[str(endpoint)])
+    with pytest.raises(E.EtcdError, match='is a learner') as error:
+        only.call('/v3/kv/range', {'key': 'eA=='})
+    assert [e.kind for e in error.value.errors] == ['learner']
