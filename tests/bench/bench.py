@@ -10,7 +10,11 @@
    started, then site.yml with ingress and cert_manager on
    (tests/testbed/addons-vars.yml), then an Ingress with an ACME issuer: the
    seconds from switching the addons on to that first certificate Ready;
-6. the Ansible settings used and the machine's core count.
+6. the HA layout: a cold converge of 3 control planes (also the etcd
+   members) + 2 workers, then one control-plane host stopped while a probe
+   reads through a worker's local load balancer every 0.2 s: the seconds
+   until the API answers again;
+7. the Ansible settings used and the machine's core count.
 
 It reports; it never fails on a slow machine. Targets are printed beside the
 figures. `--quick` skips the scale runs.
@@ -32,6 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "testbed"))
+import apiprobe  # noqa: E402
 import lab  # noqa: E402
 import mirror  # noqa: E402
 import pebble  # noqa: E402
@@ -95,12 +100,12 @@ def slowest(result: dict, n: int = 10) -> list[dict]:
     return sorted(result["tasks"], key=lambda t: -t["seconds"])[:n]
 
 
-def lab_inventory(workers: int) -> Path:
-    d = BENCH / f"inventory-{workers}"
+def lab_inventory(workers: int, control_planes: int = 1) -> Path:
+    d = BENCH / f"inventory-{control_planes}-{workers}"
     if d.exists():
         shutil.rmtree(d)
     (d / "group_vars").mkdir(parents=True)
-    (d / "hosts.yml").write_text(lab.inventory(workers, SET))
+    (d / "hosts.yml").write_text(lab.inventory(workers, SET, control_planes))
     shutil.copy(REPO / "inventories" / "lab" / "group_vars" / "all.yml", d / "group_vars" / "all.yml")
     return d / "hosts.yml"
 
@@ -117,13 +122,13 @@ def smoke(state: Path) -> tuple[bool, float]:
     return proc.returncode == 0, time.monotonic() - start
 
 
-def cold_converge(workers: int, label: str) -> tuple[dict, Path, Path]:
+def cold_converge(workers: int, label: str, control_planes: int = 1) -> tuple[dict, Path, Path]:
     lab.down(SET)
-    lab.up(workers, SET)
+    lab.up(workers, SET, control_planes=control_planes)
     state = BENCH / f"state-{label}"
     if state.exists():
         shutil.rmtree(state)
-    inventory = lab_inventory(workers)
+    inventory = lab_inventory(workers, control_planes)
     result = playbook(inventory, REPO / "playbooks" / "site.yml", state, label)
     return result, inventory, state
 
@@ -309,15 +314,15 @@ def machine_speed() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 2/4/8-worker scale runs")
-    parser.add_argument("--parts", default="pki,cold,addons,scale",
+    parser.add_argument("--parts", default="pki,cold,addons,ha,scale",
                         help="which parts to run, comma-separated among pki, cold (with the re-run), addons "
-                             "(needs cold), scale")
+                             "(needs cold), ha, scale")
     parser.add_argument("--output", default=str(REPO / "bench.json"))
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if args.quick:
         parts.discard("scale")
-    unknown = parts - {"pki", "cold", "addons", "scale"}
+    unknown = parts - {"pki", "cold", "addons", "ha", "scale"}
     if unknown:
         parser.error("unknown parts: " + ", ".join(sorted(unknown)))
     BENCH.mkdir(parents=True, exist_ok=True)
@@ -349,6 +354,16 @@ def main() -> int:
         if report["cold"]["rc"] == 0:
             print("bench: addons (ingress, cert_manager) on, until the first certificate is Ready", flush=True)
             report["addons"] = first_certificate(inventory, state)
+    if "ha" in parts:
+        print("bench: cold converge of the HA layout, 3 control planes + 2 workers", flush=True)
+        ha, _inventory, _state = cold_converge(2, "ha", control_planes=3)
+        report["ha"] = {"seconds": ha["wall"], "rc": ha["rc"], "tasks_run": ha.get("tasks_run"),
+                        "cpu_seconds": ha["cpu_seconds"]}
+        if ha["rc"] == 0:
+            print("bench: HA, one control-plane host stopped while a probe reads through a worker's load balancer",
+                  flush=True)
+            net = lab.network_of(SET)[1]
+            report["ha"]["loss"] = apiprobe.lose_host(f"{SET}-cp1", f"{net}.12", [f"{SET}-w1", f"{SET}-w2"])
     if "scale" in parts:
         report["scale"] = {}
         for workers in (2, 4, 8):
@@ -400,6 +415,18 @@ def print_table(r: dict) -> None:
         rows.append(("  converge with the addons (s)", a["converge_seconds"], "", ""))
         rows.append(("  Ingress created -> certificate Ready (s)", a.get("certificate_seconds"), "", ""))
         rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(a["cpu_seconds"]), "", ""))
+    if "ha" in r:
+        h = r["ha"]
+        rows.append(("cold converge, HA: 3 control planes + 2 workers (s)", h["seconds"], "",
+                     "" if h["rc"] == 0 else "FAILED"))
+        rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(h["cpu_seconds"]), "", ""))
+        if "loss" in h:
+            loss = h["loss"]
+            rows.append(("  control plane lost: API answers again after (s)", loss["longest_outage"], "<= 60",
+                         "FAILED" if loss["still_failing"] else mark(loss["longest_outage"], 60)))
+            rows.append(("    probe every 0.2 s: requests / failed", f"{loss['requests']} / {loss['failed']}", "", ""))
+            rows.append(("    after the stop: via another API server / via a worker's LB (s)",
+                         f"{loss['via_other_seconds']} / {loss['via_lb_seconds']}", "", ""))
     if "pki" in r:
         p = r["pki"]
         for n in (3, 100, 1000):

@@ -305,6 +305,31 @@ def test_lab_host_boots_to_running(hosts):
         assert dexec(name, "readlink", "/proc/1/exe").strip().endswith("systemd")
 
 
+def test_lab_hosts_carry_what_the_roles_install_from_packages(hosts):
+    """The lab network has no way out: the node role's packages and HAProxy (apiserver_lb) are in the image."""
+    for name in hosts:
+        for package in lab.NODE_PACKAGES:
+            assert dexec(name, "dpkg-query", "-W", "-f", "${db:Status-Status}", package) == "installed", package
+        assert "HAProxy version" in dexec(name, "haproxy", "-v")
+
+
+def test_lab_layouts_name_control_planes_first():
+    """1 or 3 control planes (also the etcd members) on .11, .12, .13, workers on .21, .22."""
+    net = lab.network_of(SET)[1]
+    assert lab.host_names(2, SET, 3) == [(f"{SET}-cp1", f"{net}.11"), (f"{SET}-cp2", f"{net}.12"),
+                                         (f"{SET}-cp3", f"{net}.13"), (f"{SET}-w1", f"{net}.21"),
+                                         (f"{SET}-w2", f"{net}.22")]
+    inventory = yaml.safe_load(lab.inventory(2, SET, 3))["all"]["children"]
+    assert list(inventory["control_plane"]["hosts"]) == list(inventory["etcd"]["hosts"]) == \
+        [f"{SET}-cp{i}" for i in (1, 2, 3)]
+    assert inventory["etcd"]["hosts"][f"{SET}-cp2"] is None  # host variables once, under control_plane
+    assert inventory["control_plane"]["hosts"][f"{SET}-cp2"] == {"cluster_node_address": f"{net}.12"}
+    assert [i["instance"] for i in yaml.safe_load(lab.instances(2, SET, 3))] == \
+        [f"{SET}-cp1", f"{SET}-cp2", f"{SET}-cp3", f"{SET}-w1", f"{SET}-w2"]
+    with pytest.raises(SystemExit, match="--control-planes must be 1 to 9"):
+        lab.host_names(2, SET, 0)
+
+
 def test_lab_network_is_internal():
     network = lab.network_of(SET)[0]
     out = run("docker", "network", "inspect", "-f", "{{.Internal}}", network).stdout.strip()

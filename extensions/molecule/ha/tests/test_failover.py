@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "tests" / "testbed"))
+import apiprobe  # noqa: E402
 from labcluster import ADDRESS, AGNHOST, CONTROL_PLANES, WORKERS, etcdctl, host, kubectl  # noqa: E402
 
 NS = "hardway-ha"
@@ -38,20 +39,6 @@ def api(via: str, *args: str, stdin: str | None = None, timeout: int = 30, check
                    stdin=stdin, timeout=timeout, check=check)
 
 
-def through_load_balancer(worker: str) -> bool:
-    """An authenticated read through the worker's local load balancer, as its kubelet makes them."""
-    cmd = (f"curl -sS -m 3 --cacert {PKI}/kubernetes-ca.pem --cert {PKI}/kubelet-{worker}.pem "
-           f"--key {PKI}/kubelet-{worker}-key.pem https://127.0.0.1:6444/api/v1/nodes/{worker}")
-    proc = subprocess.run(["docker", "exec", worker, "sh", "-c", cmd], capture_output=True, text=True,
-                          timeout=10, check=False)
-    if proc.returncode != 0:
-        return False
-    try:
-        return json.loads(proc.stdout)["metadata"]["name"] == worker
-    except (ValueError, KeyError):
-        return False
-
-
 def wait_until(what: str, check, limit: float, every: float = 1.0) -> float:
     """Seconds until check() is true; fails after ``limit`` seconds."""
     start = time.monotonic()
@@ -64,32 +51,6 @@ def wait_until(what: str, check, limit: float, every: float = 1.0) -> float:
         if time.monotonic() - start > limit:
             pytest.fail(f"{what}: not within {limit:.0f} s")
         time.sleep(every)
-
-
-class Probe(threading.Thread):
-    """Asks through a worker's load balancer every 0.2 s; the longest run of failed answers is the outage."""
-
-    def __init__(self, worker: str):
-        super().__init__(daemon=True)
-        self.worker, self.results, self.running = worker, [], True
-
-    def run(self):
-        while self.running:
-            self.results.append((time.monotonic(), through_load_balancer(self.worker)))
-            time.sleep(0.2)
-
-    def stop(self) -> dict:
-        self.running = False
-        self.join(timeout=15)
-        longest, first_failure = 0.0, None
-        for stamp, ok in self.results:
-            if not ok and first_failure is None:
-                first_failure = stamp
-            elif ok and first_failure is not None:
-                longest, first_failure = max(longest, stamp - first_failure), None
-        failed = sum(1 for _stamp, ok in self.results if not ok)
-        return {"requests": len(self.results), "failed": failed, "longest_outage": longest,
-                "still_failing": first_failure is not None}
 
 
 def healthy_members(names: list[str], on: str) -> bool:
@@ -137,24 +98,14 @@ def deployment(name: str) -> dict:
 def test_losing_a_control_plane_host():
     lost, other = CONTROL_PLANES[0], CONTROL_PLANES[1]
     assert all(host_back(name) for name in CONTROL_PLANES), "the cluster is not whole before the test"
-    probe = Probe(WORKERS[0])
-    probe.start()
-    time.sleep(2)
-    stop_started = time.monotonic()
-    subprocess.run(["docker", "stop", lost], check=True, capture_output=True, timeout=60)
-    gone = time.monotonic()
     try:
-        via_other = wait_until(f"the API through {other}", lambda: api(other, "get", "--raw", "/readyz") == "ok",
-                               RECOVERY_LIMIT)
-        via_lb = wait_until(f"the API through {WORKERS[1]}'s load balancer", lambda: through_load_balancer(WORKERS[1]),
-                            RECOVERY_LIMIT, every=0.2)
-        # let the probe see the load balancer answer for a while after the loss
-        time.sleep(max(0.0, gone + 20 - time.monotonic()))
-        figures = probe.stop()
-        print(f"\nHA: docker stop {lost} took {gone - stop_started:.1f} s; after it, the API answered through "
-              f"{other} in {via_other:.1f} s and through {WORKERS[1]}'s load balancer in {via_lb:.1f} s; "
-              f"a probe through {WORKERS[0]}'s load balancer every 0.2 s: {figures['requests']} requests, "
-              f"{figures['failed']} failed, longest outage {figures['longest_outage']:.1f} s")
+        figures = apiprobe.lose_host(lost, ADDRESS[other], WORKERS, limit=RECOVERY_LIMIT)
+        print(f"\nHA: docker stop {lost} took {figures['stop_seconds']} s; after it, the API answered through "
+              f"{other} in {figures['via_other_seconds']} s and through {WORKERS[1]}'s load balancer in "
+              f"{figures['via_lb_seconds']} s; a probe through {WORKERS[0]}'s load balancer every 0.2 s: "
+              f"{figures['requests']} requests, {figures['failed']} failed, longest outage "
+              f"{figures['longest_outage']} s")
+        assert figures["via_other_seconds"] is not None and figures["via_lb_seconds"] is not None, figures
         assert not figures["still_failing"] and figures["longest_outage"] < RECOVERY_LIMIT, figures
 
         # the control plane still schedules and runs new work, and Services work
