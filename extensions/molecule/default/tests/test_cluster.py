@@ -287,8 +287,7 @@ def test_etcd_members_are_the_control_planes_all_voting_and_healthy():
     assert sorted(m["name"] for m in members) == sorted(CONTROL_PLANES)
     assert not [m["name"] for m in members if m.get("isLearner")]
     assert sorted(m["peerURLs"][0] for m in members) == sorted(f"https://{ADDRESS[c]}:2380" for c in CONTROL_PLANES)
-    endpoints = ",".join(f"https://{ADDRESS[c]}:2379" for c in CONTROL_PLANES)
-    health = json.loads(etcdctl(f"endpoint health --endpoints {endpoints} -w json"))
+    health = json.loads(etcdctl("endpoint health -w json", endpoints=CONTROL_PLANES))
     assert len(health) == len(CONTROL_PLANES) and all(h["health"] for h in health), health
 
 
