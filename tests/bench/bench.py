@@ -14,7 +14,10 @@
    members) + 2 workers, then one control-plane host stopped while a probe
    reads through a worker's local load balancer every 0.2 s: the seconds
    until the API answers again;
-7. the Ansible settings used and the machine's core count.
+7. adding a worker to the running cold-converge cluster (after the addons,
+   with them on when they ran): a third worker started, then
+   `site.yml --limit <it>`, timed until the node is Ready;
+8. the Ansible settings used and the machine's core count.
 
 It reports; it never fails on a slow machine. Targets are printed beside the
 figures. `--quick` skips the scale runs.
@@ -175,6 +178,27 @@ def first_certificate(inventory: Path, state: Path) -> dict:
     return result
 
 
+def add_worker(state: Path, extra_args: list[str]) -> dict:
+    """A third worker joins the running bench cluster: site.yml --limit it, until its node is Ready."""
+    lab.up(3, SET)
+    inventory = lab_inventory(3)
+    new = f"{SET}-w3"
+    start = time.monotonic()
+    run = playbook(inventory, REPO / "playbooks" / "site.yml", state, "add-worker", ["--limit", new, *extra_args])
+    result = {"converge_seconds": run["wall"], "rc": run["rc"], "tasks_run": run.get("tasks_run"),
+              "changed": run["changed"], "cpu_seconds": run["cpu_seconds"], "seconds_to_ready": None}
+    kubectl = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(state / "admin.kubeconfig")]
+    while run["rc"] == 0 and time.monotonic() - start < 300:
+        proc = subprocess.run(kubectl + ["get", "node", new, "-o",
+                                         "jsonpath={.status.conditions[?(@.type=='Ready')].status}"],
+                              capture_output=True, text=True, check=False)
+        if proc.stdout.strip() == "True":
+            result["seconds_to_ready"] = round(time.monotonic() - start, 1)
+            break
+        time.sleep(0.5)
+    return result
+
+
 # --------------------------------------------------------------------- PKI
 def pki_request(nodes: int, path: Path) -> dict:
     certs = [
@@ -314,15 +338,15 @@ def machine_speed() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 2/4/8-worker scale runs")
-    parser.add_argument("--parts", default="pki,cold,addons,ha,scale",
+    parser.add_argument("--parts", default="pki,cold,addons,add,ha,scale",
                         help="which parts to run, comma-separated among pki, cold (with the re-run), addons "
-                             "(needs cold), ha, scale")
+                             "(needs cold), add (a worker added; needs cold), ha, scale")
     parser.add_argument("--output", default=str(REPO / "bench.json"))
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if args.quick:
         parts.discard("scale")
-    unknown = parts - {"pki", "cold", "addons", "ha", "scale"}
+    unknown = parts - {"pki", "cold", "addons", "add", "ha", "scale"}
     if unknown:
         parser.error("unknown parts: " + ", ".join(sorted(unknown)))
     BENCH.mkdir(parents=True, exist_ok=True)
@@ -354,6 +378,13 @@ def main() -> int:
         if report["cold"]["rc"] == 0:
             print("bench: addons (ingress, cert_manager) on, until the first certificate is Ready", flush=True)
             report["addons"] = first_certificate(inventory, state)
+    if "add" in parts:
+        if "cold" not in parts:
+            parser.error("the add part runs on the cold converge's cluster: add cold to --parts")
+        if report["cold"]["rc"] == 0:
+            print("bench: a third worker added to the running cluster (site.yml --limit it)", flush=True)
+            addons = ["-e", "@" + str(REPO / "tests" / "testbed" / "addons-vars.yml")] if "addons" in report else []
+            report["add"] = add_worker(state, addons)
     if "ha" in parts:
         print("bench: cold converge of the HA layout, 3 control planes + 2 workers", flush=True)
         ha, _inventory, _state = cold_converge(2, "ha", control_planes=3)
@@ -414,6 +445,12 @@ def print_table(r: dict) -> None:
                      "" if a["rc"] == 0 and a.get("certificate_seconds") is not None else "FAILED"))
         rows.append(("  converge with the addons (s)", a["converge_seconds"], "", ""))
         rows.append(("  Ingress created -> certificate Ready (s)", a.get("certificate_seconds"), "", ""))
+        rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(a["cpu_seconds"]), "", ""))
+    if "add" in r:
+        a = r["add"]
+        rows.append(("add a worker to a running 3-node cluster: to Ready (s)", a["seconds_to_ready"], "",
+                     "" if a["rc"] == 0 and a["seconds_to_ready"] is not None else "FAILED"))
+        rows.append(("  site.yml --limit the new worker (s)", a["converge_seconds"], "", ""))
         rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(a["cpu_seconds"]), "", ""))
     if "ha" in r:
         h = r["ha"]

@@ -114,8 +114,8 @@ def test_losing_a_control_plane_host():
                                RECOVERY_LIMIT + 60, every=2)
         api(other, "-n", NS, "expose", "deployment", "after-loss", "--port=80", "--target-port=8080")
         service_ip = json.loads(api(other, "-n", NS, "get", "service", "after-loss", "-o", "json"))["spec"]["clusterIP"]
-        pods = {p["metadata"]["name"] for p in json.loads(api(other, "-n", NS, "get", "pods", "-l", "app=after-loss",
-                                                                  "-o", "json"))["items"]}
+        listed = json.loads(api(other, "-n", NS, "get", "pods", "-l", "app=after-loss", "-o", "json"))["items"]
+        pods = {p["metadata"]["name"] for p in listed}
         seen = set()
         for _attempt in range(60):
             seen.add(host(WORKERS[0]).run(f"curl -s -m 3 http://{service_ip}/hostname").stdout)
@@ -177,4 +177,3 @@ def test_losing_the_etcd_leader():
     assert f"/registry/configmaps/{NS}/written-without-leader" in after
     print(f"HA: {leader} rejoined in {back:.1f} s; keys under /registry: {len(before)} before, {len(after)} after "
           f"(on the member that was stopped), none lost")
-

@@ -101,8 +101,8 @@ def test_whole_run_then_changes_nothing(added):
 def test_no_certificate_reissued_and_no_service_restarted(added):
     now = leaves()
     assert {name: now[name] for name in added["certificates"]} == added["certificates"]
-    assert {name for name in now if name not in added["certificates"]} == {f"kubelet-{NEW}.pem",
-                                                                         f"kubelet-{NEW}-key.pem"}
+    new = {name for name in now if name not in added["certificates"]}
+    assert new == {f"kubelet-{NEW}.pem", f"kubelet-{NEW}-key.pem"}
     assert {name: starts(name) for name in HOSTS} == added["starts"]
 
 
