@@ -124,7 +124,7 @@ def etcd_restore_summary(snapshot, status, current=None, mtime=None):
     """What restoring ``snapshot`` undoes, in sentences.
 
     ``status``: etcdutl's ``snapshot status -w json`` of the snapshot (``revision``, ``totalKey``);
-    ``current``: etcdctl's ``get "" --prefix --count-only -w json`` answer of the running cluster
+    ``current``: etcdctl's ``get "" --prefix --keys-only --limit=1 -w json`` answer of the running cluster
     (``header.revision``, ``count``), or None/empty when etcd does not answer; ``mtime``: the file's
     modification time (seconds), used when its name carries no time.
     """
