@@ -13,7 +13,7 @@ D = '/srv/inv/.hardway/kubernetes/backups'
 
 
 def snap(stamp):
-    return '%s/etcd-snapshot-%s.db' % (D, stamp)
+    return f'{D}/etcd-snapshot-{stamp}.db'
 
 
 def test_registered():
@@ -72,16 +72,16 @@ def test_prune_errors(paths, keep, message):
 def test_digest_reads_sha256sum_files():
     digest = hashlib.sha256(b'x').hexdigest()
     path = snap('20261101T000000Z')
-    assert E.etcd_snapshot_digest('%s  etcd-snapshot-20261101T000000Z.db\n' % digest, path) == digest
-    assert E.etcd_snapshot_digest('%s *%s\n' % (digest.upper(), path), path) == digest  # binary mode, full path
+    assert E.etcd_snapshot_digest(f'{digest}  etcd-snapshot-20261101T000000Z.db\n', path) == digest
+    assert E.etcd_snapshot_digest(f'{digest.upper()} *{path}\n', path) == digest  # binary mode, full path
     assert E.etcd_snapshot_digest(digest + '\n', path) == digest
 
 
 @pytest.mark.parametrize('text, message', [
     ('', 'does not hold a sha256 checksum'),
     ('abc  etcd-snapshot-20261101T000000Z.db', 'does not hold a sha256 checksum'),
-    ('%s  a\n%s  b\n' % ('0' * 64, '1' * 64), 'does not hold a sha256 checksum'),
-    ('%s  other.db' % ('0' * 64), 'is the checksum of another file .other.db.'),
+    ('0' * 64 + '  a\n' + '1' * 64 + '  b\n', 'does not hold a sha256 checksum'),
+    ('0' * 64 + '  other.db', 'is the checksum of another file .other.db.'),
     (None, 'expects the text of'),
 ])
 def test_digest_errors_name_the_file(text, message):
