@@ -241,7 +241,7 @@ def test_pod_reaches_pod_on_another_worker_after_restore(restored):
     kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
     kubectl("-n", NET_NS, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=180s", timeout=200)
     ip = kubectl("-n", NET_NS, "get", "pod", "web", "-o", "jsonpath={.status.podIP}")
-    out = kubectl("-n", NET_NS, "exec", "shell", "--", "wget", "-q", "-T", "5", "-O", "-", f"http://{ip}:8080/hostname")
+    out = kubectl("-n", NET_NS, "exec", "shell", "--", "wget", "-q", "-O", "-", f"http://{ip}:8080/hostname")
     assert out.strip() == "web"
     kubectl("delete", "namespace", NET_NS, "--wait=false", check=False)
 
