@@ -226,7 +226,7 @@ def test_every_node_ready_after_restore(restored):
 
 def test_pod_reaches_pod_on_another_worker_after_restore(restored):
     kubectl("create", "namespace", NET_NS)
-    for _ in range(60):  # the controller-manager, started again by the restore, makes it
+    for _attempt in range(60):  # the controller-manager, started again by the restore, makes it
         if kubectl("-n", NET_NS, "get", "serviceaccount", "default", check=False):
             break
         time.sleep(1)
