@@ -32,6 +32,7 @@ LAYOUT = {
     'encryption_key': 'encryption-key',
     'etcd_admin_password': 'etcd-admin-password',
     'artifacts_lock': 'artifacts.lock',
+    'backups': 'backups',
 }
 
 # What an item of credential_files installs: kind -> [(state kind, mode)].

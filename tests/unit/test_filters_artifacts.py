@@ -139,8 +139,8 @@ def test_the_roles_catalog(tmp_path, addons):
     assert rc == 0, output
     assert sorted(result['msg']) == sorted(
         ['/b/' + n for n in ('kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl', 'kubelet',
-                             'kube-proxy', 'etcd', 'etcdctl', 'containerd', 'containerd-shim-runc-v2', 'ctr', 'runc',
-                             'flanneld', 'crictl', 'coredns')]
+                             'kube-proxy', 'etcd', 'etcdctl', 'etcdutl', 'containerd', 'containerd-shim-runc-v2', 'ctr',
+                             'runc', 'flanneld', 'crictl', 'coredns')]
         + ['/n/' + n for n in ('bridge', 'host-local', 'loopback', 'portmap', 'flannel')]
         + (['/etc/kubernetes/addons/crds/gateway-api-v1.5.1.yaml',
             '/etc/kubernetes/addons/crds/cert-manager-v1.20.3.yaml'] if addons else [])), output

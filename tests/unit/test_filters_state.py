@@ -25,6 +25,7 @@ def test_registered():
     ('encryption_key', None, STATE + '/encryption-key'),
     ('etcd_admin_password', None, STATE + '/etcd-admin-password'),
     ('artifacts_lock', None, STATE + '/artifacts.lock'),
+    ('backups', None, STATE + '/backups'),
 ])
 def test_state_path(kind, name, expected):
     assert S.state_path(STATE, kind, name) == expected
