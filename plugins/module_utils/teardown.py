@@ -35,15 +35,15 @@ def _below(path, root):
 
 
 def mounts_under(mountinfo, paths):
-    """Mount points at or below any of ``paths``, deepest first, each once (a path mounted twice
-    is listed twice: each umount takes one layer)."""
+    """Mount points below any of ``paths`` (not the path itself: a disk mounted there is the host's),
+    deepest first (a path mounted twice is listed twice: each umount takes one layer)."""
     found = []
     for line in (mountinfo or '').splitlines():
         fields = line.split()
         if len(fields) < 5:
             continue
         point = _unescape(fields[4])
-        if any(_below(point, root) for root in paths):
+        if any(_below(point, root) and point.rstrip('/') != root.rstrip('/') for root in paths):
             found.append(point)
     # deepest first; among equal depth the later mount (on top) first
     order = sorted(range(len(found)), key=lambda i: (-found[i].count('/'), -i))

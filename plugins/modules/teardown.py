@@ -7,13 +7,14 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: teardown
-short_description: Take a component off a host in one step (services, mounts, interfaces, iptables chains, files)
+short_description: Take a component off a host in one step (services, mounts, interfaces, iptables, files)
 description:
   - The counterpart of M(hardway.kubernetes.install_files) and M(hardway.kubernetes.services) for
     the roles' C(remove) steps. In this order, each part only where there is something to do, and
     each action named in RV(actions).
-  - Stops the O(services) in the order given, unmounts every mount at or below O(unmount) (deepest
-    first), deletes the network interfaces O(interfaces), deletes the iptables (and ip6tables) chains
+  - Stops the O(services) in the order given, unmounts every mount below O(unmount) (deepest
+    first; a mount on the path itself, such as a disk for C(/var/lib/containerd), stays), deletes
+    the network interfaces O(interfaces), deletes the iptables (and ip6tables) chains
     whose names start with one of O(iptables_chains) together with the rules elsewhere that jump to
     them, disables the services, removes O(files) (directories with their contents), moves each of
     O(move_aside) to C(<path>.removed-<timestamp>), removes the directories O(empty_dirs) that are
@@ -29,7 +30,7 @@ options:
     elements: str
     default: []
   unmount:
-    description: Paths whose mounts (the path itself and every mount below it) are unmounted.
+    description: Paths whose mounts below them (not on the path itself) are unmounted.
     type: list
     elements: path
     default: []
@@ -47,7 +48,11 @@ options:
     elements: str
     default: []
   files:
-    description: Files, links and directories (with their contents) to remove.
+    description:
+      - Files, links and directories (with their contents) to remove; shell patterns (V(/run/netns/cni-*))
+        name every match.
+      - A mount point is never removed - a directory mounted there is emptied and stays, a file mounted
+        there (a network namespace) is unmounted, then removed.
     type: list
     elements: path
     default: []
@@ -72,7 +77,9 @@ attributes:
   platform:
     support: full
     platforms: posix
-    description: Hosts run by systemd, with C(ip) and, for O(iptables_chains), C(iptables-save) and C(iptables-restore).
+    description:
+      - Hosts run by systemd, with C(ip) and, for O(iptables_chains), C(iptables-save) and
+        C(iptables-restore).
 seealso:
   - module: hardway.kubernetes.services
   - module: hardway.kubernetes.install_files
@@ -106,6 +113,7 @@ moved:
   sample: {/var/lib/etcd: /var/lib/etcd.removed-20260101T120000Z}
 """
 
+import glob
 import os
 import shutil
 import time
@@ -207,16 +215,38 @@ class Teardown:
                     self.module.fail_json(msg='%s failed: %s' % (restore, err.strip()), input=text,
                                           actions=self.actions)
 
-    def remove(self, paths):
+    def remove(self, patterns):
         reload = False
+        paths = []
+        for pattern in patterns:
+            paths += sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         for path in paths:
             if not os.path.lexists(path):
                 continue
             reload = reload or path.startswith(UNIT_DIR)
-            self.actions.append(('would ' if self.check else '') + 'remove %s' % path)
+            isdir = os.path.isdir(path) and not os.path.islink(path)
+            mounted = os.path.ismount(path)
+            if mounted and isdir:
+                if not os.listdir(path):
+                    continue
+                self.actions.append(('would ' if self.check else '') + 'empty %s (a mount point: it stays)' % path)
+            else:
+                self.actions.append(('would ' if self.check else '') + ('unmount and ' if mounted else '')
+                                    + 'remove %s' % path)
             if self.check:
                 continue
-            if os.path.isdir(path) and not os.path.islink(path):
+            if mounted and isdir:
+                for entry in os.listdir(path):
+                    inner = os.path.join(path, entry)
+                    if os.path.isdir(inner) and not os.path.islink(inner):
+                        shutil.rmtree(inner)
+                    else:
+                        os.unlink(inner)
+                continue
+            if mounted:
+                self.act('unmount %s' % path, ([self.module.get_bin_path('umount', required=True), path], None))
+                self.actions.pop()
+            if isdir:
                 shutil.rmtree(path)
             else:
                 os.unlink(path)
