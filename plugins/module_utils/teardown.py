@@ -2,8 +2,9 @@
 # Apache License 2.0 (see LICENSE)
 """Taking a component off a host (the teardown module): the parts that read the host's state.
 
-- ``mounts_under(mountinfo, paths)``: the mount points at or below ``paths`` in
-  ``/proc/self/mountinfo``, deepest first (the order they can be unmounted in).
+- ``mounts_under(mountinfo, paths)``: the mount points below ``paths`` in ``/proc/self/mountinfo``
+  (the path itself only when bound onto itself), deepest first (the order they can be unmounted in).
+- ``mount_points(mountinfo)``: every mount point.
 - ``iptables_cleanup(save_text, prefixes)``: from one table's ``iptables-save``, the
   ``iptables-restore --noflush`` input that deletes the chains whose names start with one of
   ``prefixes`` and every rule elsewhere that jumps to them, and nothing else: other rules and
@@ -34,20 +35,41 @@ def _below(path, root):
     return path == root or path.startswith(root + '/')
 
 
-def mounts_under(mountinfo, paths):
-    """Mount points below any of ``paths`` (not the path itself: a disk mounted there is the host's),
-    deepest first (a path mounted twice is listed twice: each umount takes one layer)."""
-    found = []
+def _mounts(mountinfo):
+    """``[(mount point, root within its filesystem)]`` of ``/proc/self/mountinfo``, in mount order."""
+    out = []
     for line in (mountinfo or '').splitlines():
         fields = line.split()
-        if len(fields) < 5:
-            continue
-        point = _unescape(fields[4])
-        if any(_below(point, root) and point.rstrip('/') != root.rstrip('/') for root in paths):
-            found.append(point)
+        if len(fields) >= 5:
+            out.append((_unescape(fields[4]), _unescape(fields[3])))
+    return out
+
+
+def self_bound(point, root):
+    """Whether a mount is a directory bind-mounted onto itself (kubelet does that to its root directory):
+    its root within the filesystem is the end of its own path. A disk (root ``/``) or a volume from
+    elsewhere is not."""
+    return root not in ('/', '') and point.rstrip('/').endswith(root.rstrip('/'))
+
+
+def mounts_under(mountinfo, paths):
+    """Mount points below any of ``paths``, deepest first (a path mounted twice is listed twice: each
+    umount takes one layer). The path itself only when it is bound onto itself: a disk or a volume
+    mounted there is the host's, and stays."""
+    found = []
+    for point, root in _mounts(mountinfo):
+        for path in paths:
+            if _below(point, path) and (point.rstrip('/') != path.rstrip('/') or self_bound(point, root)):
+                found.append(point)
+                break
     # deepest first; among equal depth the later mount (on top) first
     order = sorted(range(len(found)), key=lambda i: (-found[i].count('/'), -i))
     return [found[i] for i in order]
+
+
+def mount_points(mountinfo):
+    """Every mount point (a set)."""
+    return {point.rstrip('/') or '/' for point, _root in _mounts(mountinfo)}
 
 
 def _target(args):

@@ -13,7 +13,7 @@ description:
     the roles' C(remove) steps. In this order, each part only where there is something to do, and
     each action named in RV(actions).
   - Stops the O(services) in the order given, unmounts every mount below O(unmount) (deepest
-    first; a mount on the path itself, such as a disk for C(/var/lib/containerd), stays), deletes
+    first; a disk or volume mounted on the path itself stays, a directory bound onto itself goes), deletes
     the network interfaces O(interfaces), deletes the iptables (and ip6tables) chains
     whose names start with one of O(iptables_chains) together with the rules elsewhere that jump to
     them, disables the services, removes O(files) (directories with their contents), moves each of
@@ -30,7 +30,9 @@ options:
     elements: str
     default: []
   unmount:
-    description: Paths whose mounts below them (not on the path itself) are unmounted.
+    description:
+      - Paths whose mounts below them are unmounted; a mount on the path itself only when it is the
+        directory bound onto itself (as kubelet does with its root directory).
     type: list
     elements: path
     default: []
@@ -122,6 +124,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hardway.kubernetes.plugins.module_utils.teardown import (
     aside_path,
     iptables_cleanup,
+    mount_points,
     mounts_under,
 )
 
@@ -217,6 +220,8 @@ class Teardown:
 
     def remove(self, patterns):
         reload = False
+        with open('/proc/self/mountinfo') as handle:
+            points = mount_points(handle.read())
         paths = []
         for pattern in patterns:
             paths += sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
@@ -225,7 +230,7 @@ class Teardown:
                 continue
             reload = reload or path.startswith(UNIT_DIR)
             isdir = os.path.isdir(path) and not os.path.islink(path)
-            mounted = os.path.ismount(path)
+            mounted = os.path.normpath(path) in points
             if mounted and isdir:
                 if not os.listdir(path):
                     continue

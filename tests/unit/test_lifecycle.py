@@ -21,6 +21,8 @@ MOUNTINFO = """\
 33 22 0:33 / /var/lib/kubeletx rw - tmpfs tmpfs rw
 34 22 0:34 / /run/containerd/io.containerd.grpc.v1.cri/sandboxes/1/shm rw - tmpfs shm rw
 35 31 0:35 / /var/lib/kubelet/pods/a/volumes/kubernetes.io~projected/kube-api-access-x rw - tmpfs tmpfs rw
+40 22 0:21 /var/lib/containerd /var/lib/containerd rw - overlay overlay rw
+41 22 8:1 /docker/volumes/1/_data /var/lib/etcd rw - ext4 /dev/sda1 rw
 """
 
 
@@ -35,6 +37,11 @@ def test_mounts_below_a_path_deepest_first_never_the_path_itself():
     shm = '/run/containerd/io.containerd.grpc.v1.cri/sandboxes/1/shm'
     assert T.mounts_under(MOUNTINFO, ['/run/containerd/']) == [shm]
     assert T.mounts_under(MOUNTINFO, ['/nowhere']) == []
+    # bound onto itself (kubelet does that to its root): unmounted; a volume from elsewhere: stays
+    assert T.mounts_under(MOUNTINFO, ['/var/lib/containerd']) == ['/var/lib/containerd']
+    assert T.mounts_under(MOUNTINFO, ['/var/lib/etcd']) == []
+    assert T.self_bound('/var/lib/kubelet', '/lib/kubelet') and not T.self_bound('/var/lib/kubelet', '/')
+    assert {'/', '/var/lib/kubelet', '/var/lib/etcd'} <= T.mount_points(MOUNTINFO)
 
 
 # ------------------------------------------------------------------ iptables

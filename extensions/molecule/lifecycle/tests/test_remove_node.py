@@ -76,12 +76,18 @@ def third_worker():
     if W3 not in listed or W3 not in node_names():
         pytest.skip(f"{W3} is not a node of the lab cluster (test_add_worker adds it)")
     h = host(W3)
+    clean_up(h)
     # The host's own rules, which the removal must leave: a rule in INPUT and a chain with a jump to it.
     h.check_output(f"iptables -I INPUT -m comment --comment {MARK} -j ACCEPT")
     h.check_output("iptables -N HWTEST-KEEP && iptables -A HWTEST-KEEP -j RETURN && iptables -A INPUT -j HWTEST-KEEP")
     kubectl("create", "namespace", NS)
     yield
-    kubectl("delete", "namespace", NS, "--wait=false", check=False)
+    clean_up(h, wait="false")
+
+
+def clean_up(h, wait: str = "true") -> None:
+    """What an earlier run of these tests may have left: the namespace, the rule and the chain."""
+    kubectl("delete", "namespace", NS, "--ignore-not-found", f"--wait={wait}", timeout=180, check=False)
     h.run(f"iptables -D INPUT -m comment --comment {MARK} -j ACCEPT")
     h.run("iptables -D INPUT -j HWTEST-KEEP; iptables -F HWTEST-KEEP; iptables -X HWTEST-KEEP")
 
