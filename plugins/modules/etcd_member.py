@@ -42,7 +42,7 @@ description:
     list is gone already. It refuses, before any change, when the cluster is not healthy, when the
     member is the last voting member, and when the voting members that stay would not keep a quorum
     of healthy members among themselves (each asked on its own C(/health)). A learner may always go.
-    Stop the member's etcd afterwards and keep its data directory aside: a member that was removed
+    Stop the member's etcd afterwards and keep its data directory aside, since a member that was removed
     must not start from its old data again.
   - When etcd authentication is on, the gateway needs O(user) and O(password) of a root user.
 author:

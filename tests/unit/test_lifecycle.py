@@ -147,8 +147,8 @@ def test_flannel_leases_of():
               '/coreos.com/network/subnets/10.200.7.0-24': {'PublicIP': '10.0.0.23'},
               '/coreos.com/network/subnets/10.200.9.0-24': {'PublicIP': '10.0.0.23'},
               '/coreos.com/network/subnets/odd': 'not json'}
-    assert L.flannel_leases_of(values, '10.0.0.23') == ['/coreos.com/network/subnets/10.200.7.0-24',
-                                                         '/coreos.com/network/subnets/10.200.9.0-24']
+    assert L.flannel_leases_of(values, '10.0.0.23') == [
+        '/coreos.com/network/subnets/10.200.7.0-24', '/coreos.com/network/subnets/10.200.9.0-24']
     assert L.flannel_leases_of({}, '10.0.0.23') == []
     with pytest.raises(AnsibleFilterError):
         L.flannel_leases_of([], '10.0.0.23')

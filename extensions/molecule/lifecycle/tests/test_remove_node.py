@@ -94,7 +94,7 @@ def clean_up(h, wait: str = "true") -> None:
 
 def test_unknown_name_is_refused_before_any_change():
     started = host(W3).check_output("systemctl show -p ActiveEnterTimestamp kubelet")
-    rc, out, _ = remove_node("-e", f"remove_node_names={W3},no-such-host")
+    rc, out, _seconds = remove_node("-e", f"remove_node_names={W3},no-such-host")
     assert rc != 0
     assert "no-such-host is not a host of the inventory" in out
     assert W3 in out.split("its hosts:")[1]
