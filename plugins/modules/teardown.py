@@ -76,6 +76,7 @@ attributes:
     description: Reads the host and says in RV(actions) what it would do; changes nothing.
   diff_mode:
     support: none
+    description: Says what it does in RV(actions) instead.
   platform:
     support: full
     platforms: posix
