@@ -36,7 +36,7 @@ import time
 
 from ansible_collections.hardway.kubernetes.plugins.module_utils import etcd as etcd_api
 from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd import EtcdError
-from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient import RequestError
+from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient import ConfigError, Endpoint, RequestError
 
 # How a connection fails when no etcd serves there: refused, or not set up in time (no
 # host there, or an etcd that is not ready yet: etcd serves clients only once it is part of a
@@ -403,5 +403,91 @@ def run_promote(client, name, peer_urls, check_mode=False, diff=False, wait=0.0,
     result['members'] = after
     if diff:
         result['diff'] = {'before': describe_members(members), 'after': describe_members(after),
+                          'before_header': 'etcd members', 'after_header': 'etcd members'}
+    return result
+
+
+# --------------------------------------------------------------------------
+# Removing a member
+
+
+def voters(members):
+    return [m for m in members if not m.get('isLearner')]
+
+
+def plan_remove(members, member, healthy):
+    """Whether ``member`` (as listed, or None when the cluster does not list it) may be removed.
+
+    ``healthy``: the IDs (as member_id gives them) of the members whose ``/health`` said yes.
+    A learner may always go. A voting member may not be the last one, and the voting members that
+    stay must keep a quorum of the smaller cluster among themselves, all of them healthy
+    ones: 3 -> 2 needs both others healthy, 5 -> 4 three of the four. Returns None or the refusal.
+    """
+    if member is None or member.get('isLearner'):
+        return None
+    others = [m for m in voters(members) if member_id(m) != member_id(member)]
+    if not others:
+        return ('%s (ID %s) is the last voting member of the etcd cluster: removing it would end the cluster '
+                '(reset.yml takes a whole cluster down)' % (member.get('name') or '(not started)', member_id(member)))
+    up = [m for m in others if member_id(m) in healthy]
+    need = len(others) // 2 + 1
+    if len(up) < need:
+        down = [m.get('name') or member_id(m) for m in others if member_id(m) not in healthy]
+        return ('removing %s would leave %d voting member(s), of which %d answer healthy (%s not), fewer than the '
+                '%d a quorum of %d needs: bring the others back first'
+                % (member.get('name') or member_id(member), len(others), len(up), ', '.join(down), need, len(others)))
+    return None
+
+
+def member_health(client, member):
+    """Whether ``member`` answers healthy on one of its client URLs (its own ``/health``)."""
+    for url in member.get('clientURLs') or ():
+        try:
+            endpoint = Endpoint(url, default_port=2379)
+            response = etcd_api.request(endpoint, 'GET', '/health', None, client.context, client.timeout)
+        except (RequestError, ConfigError):
+            continue
+        body = response.json if isinstance(response.json, dict) else {}
+        if response.status == 200 and body.get('health') == 'true':
+            return True
+    return False
+
+
+def run_remove(client, name, peer_urls, check_mode=False, diff=False, health=None):
+    """Remove this member from the cluster (remove=true); the module's result. Raises MembershipError, EtcdError.
+
+    The member is found by its peer URLs (or its name); one the cluster does not list is gone
+    already (no change). ``health``: a function ``member -> bool`` (tests give their own).
+    """
+    if not name:
+        raise MembershipError('name: give the member name')
+    health = health or (lambda m: member_health(client, m))
+    members = list_members(client)
+    if members is None:
+        raise MembershipError('no etcd of the cluster answered (%s): the member cannot be removed through it'
+                              % ', '.join(str(e) for e in client.endpoints))
+    wanted = set(peer_urls or ())
+    member = next((m for m in members if wanted & set(m.get('peerURLs') or ())), None)
+    if member is None:
+        member = next((m for m in members if m.get('name') == name), None)
+    result = {'changed': False, 'decision': 'absent', 'state': None, 'initial_cluster': None,
+              'member_id': None, 'members': members, 'is_learner': None}
+    if member is None:
+        return result
+    unhealthy = cluster_health(client)
+    if unhealthy:
+        raise MembershipError('the etcd cluster is not healthy, no member is removed: %s' % unhealthy)
+    healthy = {member_id(m) for m in voters(members) if member_id(m) != member_id(member) and health(m)}
+    refusal = plan_remove(members, member, healthy)
+    if refusal:
+        raise MembershipError(refusal)
+    after = [m for m in members if member_id(m) != member_id(member)]
+    result.update(changed=True, decision='remove', member_id=member_id(member),
+                  is_learner=bool(member.get('isLearner')), members=after)
+    if not check_mode:
+        answer = call(client, '/v3/cluster/member/remove', {'ID': str(member.get('ID', member.get('id')))})
+        result['members'] = list(answer.get('members') or after)
+    if diff:
+        result['diff'] = {'before': describe_members(members), 'after': describe_members(result['members']),
                           'before_header': 'etcd members', 'after_header': 'etcd members'}
     return result

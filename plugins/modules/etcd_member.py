@@ -37,6 +37,13 @@ description:
     list by O(peer_urls); a learner is promoted (C(/v3/cluster/member/promote)), a voting member is
     left as it is. etcd refuses to promote a learner that has not caught up with the leader; that
     refusal is retried for O(promote_wait) seconds.
+  - With O(remove=true) the module only removes this member from the cluster
+    (C(/v3/cluster/member/remove)), found by O(peer_urls) or O(name); a member the cluster does not
+    list is gone already. It refuses, before any change, when the cluster is not healthy, when the
+    member is the last voting member, and when the voting members that stay would not keep a quorum
+    of healthy members among themselves (each asked on its own C(/health)). A learner may always go.
+    Stop the member's etcd afterwards and keep its data directory aside, since a member that was removed
+    must not start from its old data again.
   - When etcd authentication is on, the gateway needs O(user) and O(password) of a root user.
 author:
   - hardway.kubernetes developers (@hardway)
@@ -63,7 +70,7 @@ options:
     description:
       - The members of a new cluster, as etcd's C(--initial-cluster) (V(name=peer-URL,...)); it must
         list this member. Also names members the cluster lists as not yet started.
-      - Required unless O(promote=true).
+      - Required unless O(promote=true) or O(remove=true).
     type: str
   member_data:
     description: Whether this member's data directory already holds a member (C(<data-dir>/member) exists).
@@ -99,6 +106,11 @@ options:
         else (no decision, no add; O(initial_cluster) and O(member_data) are not used).
       - The cluster must list the member; in check mode a member it does not list is reported as one
         to promote (it would have been added by the call before).
+    type: bool
+    default: false
+  remove:
+    description:
+      - Remove this member from the cluster instead (see above). Excludes O(promote).
     type: bool
     default: false
   promote_wait:
@@ -167,6 +179,7 @@ decision:
     - V(keep) (the data directory holds a member), V(bootstrap) (a new cluster), V(join) (listed by
       the cluster but never started) or V(add) (added to the running cluster).
     - With O(promote=true), V(promote) (a learner, promoted) or V(voter) (a voting member already).
+    - With O(remove=true), V(remove) (removed) or V(absent) (the cluster did not list it).
   returned: always
   type: str
   sample: add
@@ -214,6 +227,7 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.etcd_member imp
     MembershipError,
     run_member,
     run_promote,
+    run_remove,
 )
 from ansible_collections.hardway.kubernetes.plugins.module_utils.tlsclient import ConfigError  # noqa: E402
 
@@ -231,6 +245,7 @@ def argument_spec():
         'learner': {'type': 'bool', 'default': True},
         'promote': {'type': 'bool', 'default': False},
         'promote_wait': {'type': 'float', 'default': 120},
+        'remove': {'type': 'bool', 'default': False},
     })
 
 
@@ -238,21 +253,25 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
         required_together=[('client_cert', 'client_key')],
-        required_if=[('promote', False, ['initial_cluster'])],
+        mutually_exclusive=[('promote', 'remove')],
         supports_check_mode=True,
     )
     params = module.params
     if params['timeout'] <= 0:
         module.fail_json(msg='timeout must be greater than 0, got %s' % params['timeout'])
     client = None
-    if params['promote'] or not params['member_data']:
+    if params['initial_cluster'] is None and not (params['promote'] or params['remove']):
+        module.fail_json(msg='initial_cluster is required unless promote or remove is true')
+    if params['promote'] or params['remove'] or not params['member_data']:
         try:
             client = EtcdClient(params['endpoints'], params['ca_cert'], params['client_cert'], params['client_key'],
                                 params['timeout'], params['user'], params['password'])
         except ConfigError as exc:
             module.fail_json(msg=str(exc))
     try:
-        if params['promote']:
+        if params['remove']:
+            result = run_remove(client, params['name'], params['peer_urls'], module.check_mode, module._diff)
+        elif params['promote']:
             result = run_promote(client, params['name'], params['peer_urls'], module.check_mode, module._diff,
                                  params['promote_wait'])
         else:
