@@ -17,7 +17,9 @@
 7. adding a worker to the running cold-converge cluster (after the addons,
    with them on when they ran): a third worker started, then
    `site.yml --limit <it>`, timed until the node is Ready;
-8. the Ansible settings used and the machine's core count.
+8. etcd backup and restore on that cluster: playbooks/etcd_backup.yml, then
+   playbooks/etcd_restore.yml of that snapshot (confirmed), each timed;
+9. the Ansible settings used and the machine's core count.
 
 It reports; it never fails on a slow machine. Targets are printed beside the
 figures. `--quick` skips the scale runs.
@@ -199,6 +201,21 @@ def add_worker(state: Path, extra_args: list[str]) -> dict:
     return result
 
 
+def backup_restore(inventory: Path, state: Path) -> dict:
+    """etcd_backup.yml, then etcd_restore.yml of the snapshot it wrote, on the running bench cluster."""
+    backups = state / "backups"
+    before = set(backups.glob("etcd-snapshot-*.db")) if backups.exists() else set()
+    backup = playbook(inventory, REPO / "playbooks" / "etcd_backup.yml", state, "etcd-backup")
+    made = sorted(set(backups.glob("etcd-snapshot-*.db")) - before) if backups.exists() else []
+    result = {"backup_seconds": backup["wall"], "backup_rc": backup["rc"],
+              "snapshot_bytes": made[-1].stat().st_size if made else None}
+    if backup["rc"] == 0 and made:
+        restore = playbook(inventory, REPO / "playbooks" / "etcd_restore.yml", state, "etcd-restore",
+                           ["-e", f"etcd_restore_snapshot={made[-1]}", "-e", "etcd_restore_confirm=true"])
+        result.update({"restore_seconds": restore["wall"], "restore_rc": restore["rc"]})
+    return result
+
+
 # --------------------------------------------------------------------- PKI
 def pki_request(nodes: int, path: Path) -> dict:
     certs = [
@@ -338,15 +355,16 @@ def machine_speed() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 2/4/8-worker scale runs")
-    parser.add_argument("--parts", default="pki,cold,addons,add,ha,scale",
+    parser.add_argument("--parts", default="pki,cold,addons,add,backup,ha,scale",
                         help="which parts to run, comma-separated among pki, cold (with the re-run), addons "
-                             "(needs cold), add (a worker added; needs cold), ha, scale")
+                             "(needs cold), add (a worker added; needs cold), backup (etcd backup and restore; "
+                             "needs cold), ha, scale")
     parser.add_argument("--output", default=str(REPO / "bench.json"))
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if args.quick:
         parts.discard("scale")
-    unknown = parts - {"pki", "cold", "addons", "add", "ha", "scale"}
+    unknown = parts - {"pki", "cold", "addons", "add", "backup", "ha", "scale"}
     if unknown:
         parser.error("unknown parts: " + ", ".join(sorted(unknown)))
     BENCH.mkdir(parents=True, exist_ok=True)
@@ -385,6 +403,13 @@ def main() -> int:
             print("bench: a third worker added to the running cluster (site.yml --limit it)", flush=True)
             addons = ["-e", "@" + str(REPO / "tests" / "testbed" / "addons-vars.yml")] if "addons" in report else []
             report["add"] = add_worker(state, addons)
+            inventory = BENCH / "inventory-1-3" / "hosts.yml"  # the cluster has the third worker now
+    if "backup" in parts:
+        if "cold" not in parts:
+            parser.error("the backup part runs on the cold converge's cluster: add cold to --parts")
+        if report["cold"]["rc"] == 0:
+            print("bench: etcd backup, then a restore of that snapshot", flush=True)
+            report["backup"] = backup_restore(inventory, state)
     if "ha" in parts:
         print("bench: cold converge of the HA layout, 3 control planes + 2 workers", flush=True)
         ha, _inventory, _state = cold_converge(2, "ha", control_planes=3)
@@ -452,6 +477,13 @@ def print_table(r: dict) -> None:
                      "" if a["rc"] == 0 and a["seconds_to_ready"] is not None else "FAILED"))
         rows.append(("  site.yml --limit the new worker (s)", a["converge_seconds"], "", ""))
         rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(a["cpu_seconds"]), "", ""))
+    if "backup" in r:
+        b = r["backup"]
+        rows.append(("etcd backup to the controller (s)", b["backup_seconds"], "",
+                     "" if b["backup_rc"] == 0 else "FAILED"))
+        rows.append(("  snapshot size (bytes)", b["snapshot_bytes"], "", ""))
+        rows.append(("etcd restore of that snapshot (s)", b.get("restore_seconds"), "",
+                     "" if b.get("restore_rc") == 0 else "FAILED"))
     if "ha" in r:
         h = r["ha"]
         rows.append(("cold converge, HA: 3 control planes + 2 workers (s)", h["seconds"], "",
