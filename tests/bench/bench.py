@@ -367,6 +367,10 @@ def main() -> int:
     unknown = parts - {"pki", "cold", "addons", "add", "backup", "ha", "scale"}
     if unknown:
         parser.error("unknown parts: " + ", ".join(sorted(unknown)))
+    on_cold = sorted(parts & {"addons", "add", "backup"})
+    if on_cold and "cold" not in parts:
+        parser.error(f"{', '.join(on_cold)} run on the cold converge's cluster: add cold to --parts")
+    cold_ok = False
     BENCH.mkdir(parents=True, exist_ok=True)
     others = [name for name in lab.running_hosts() if not name.startswith(SET + "-")]
     if others:
@@ -390,26 +394,18 @@ def main() -> int:
         report["rerun"] = {"seconds": rerun["wall"], "changed": rerun["changed"], "rc": rerun["rc"],
                            "cpu_seconds": rerun["cpu_seconds"],
                            "tasks_run": rerun.get("tasks_run"), "slowest": slowest(rerun)}
-    if "addons" in parts:
-        if "cold" not in parts:
-            parser.error("the addons part runs on the cold converge's cluster: add cold to --parts")
-        if report["cold"]["rc"] == 0:
-            print("bench: addons (ingress, cert_manager) on, until the first certificate is Ready", flush=True)
-            report["addons"] = first_certificate(inventory, state)
-    if "add" in parts:
-        if "cold" not in parts:
-            parser.error("the add part runs on the cold converge's cluster: add cold to --parts")
-        if report["cold"]["rc"] == 0:
-            print("bench: a third worker added to the running cluster (site.yml --limit it)", flush=True)
-            addons = ["-e", "@" + str(REPO / "tests" / "testbed" / "addons-vars.yml")] if "addons" in report else []
-            report["add"] = add_worker(state, addons)
-            inventory = BENCH / "inventory-1-3" / "hosts.yml"  # the cluster has the third worker now
-    if "backup" in parts:
-        if "cold" not in parts:
-            parser.error("the backup part runs on the cold converge's cluster: add cold to --parts")
-        if report["cold"]["rc"] == 0:
-            print("bench: etcd backup, then a restore of that snapshot", flush=True)
-            report["backup"] = backup_restore(inventory, state)
+        cold_ok = cold["rc"] == 0
+    if "addons" in parts and cold_ok:
+        print("bench: addons (ingress, cert_manager) on, until the first certificate is Ready", flush=True)
+        report["addons"] = first_certificate(inventory, state)
+    if "add" in parts and cold_ok:
+        print("bench: a third worker added to the running cluster (site.yml --limit it)", flush=True)
+        addons = ["-e", "@" + str(REPO / "tests" / "testbed" / "addons-vars.yml")] if "addons" in report else []
+        report["add"] = add_worker(state, addons)
+        inventory = BENCH / "inventory-1-3" / "hosts.yml"  # the cluster has the third worker now
+    if "backup" in parts and cold_ok:
+        print("bench: etcd backup, then a restore of that snapshot", flush=True)
+        report["backup"] = backup_restore(inventory, state)
     if "ha" in parts:
         print("bench: cold converge of the HA layout, 3 control planes + 2 workers", flush=True)
         ha, _inventory, _state = cold_converge(2, "ha", control_planes=3)
