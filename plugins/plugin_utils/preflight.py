@@ -640,7 +640,7 @@ def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd):
         ports['cluster_apiserver_port'] = values.get('cluster_apiserver_port')
         out.extend(Problem(var, values.get(var), rule, host) for var, rule in webhook_route_problems(values))
     if runs_pods:
-        if values.get('cluster_apiserver_lb_enabled', values.get('cluster_apiserver_endpoint') == ''):
+        if values.get('cluster_apiserver_endpoint') == '':  # the local API load balancer runs
             ports['cluster_apiserver_lb_port'] = values.get('cluster_apiserver_lb_port')
         var, port = flannel_port(values)
         if var:

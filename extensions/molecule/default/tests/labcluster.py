@@ -8,6 +8,7 @@ tests import this module too.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -70,6 +71,18 @@ def etcdctl(*args: str, on: str | None = None, endpoints: list[str] | None = Non
         return h.check_output(cmd)
     result = h.run(cmd)
     return result.stdout if result.rc == 0 else ""
+
+
+def etcd_healthy(names: list[str], on: str | None = None) -> bool:
+    """Whether etcd reports every one of these members healthy, each asked at its own endpoint."""
+    out = etcdctl("endpoint health -w json", on=on, endpoints=names, check=False)
+    health = json.loads(out) if out else []
+    return len(health) == len(names) and all(item.get("health") for item in health)
+
+
+def registry_keys(on: str | None = None) -> set[str]:
+    """Every key under /registry, read at one control-plane host's member (the first by default)."""
+    return set(etcdctl("get /registry --prefix --keys-only", on=on).split())
 
 
 def ansible_playbook() -> str:

@@ -27,6 +27,7 @@ from labcluster import (  # noqa: E402
     REPO,
     WORKERS,
     ansible_playbook,
+    etcd_healthy,
     etcdctl,
     host,
     kubectl,
@@ -59,11 +60,6 @@ def playbook(inventory: Path, name: str, *extra: str) -> tuple[int, str, float]:
 
 def members() -> list[dict]:
     return json.loads(etcdctl("member", "list", "-w", "json"))["members"]
-
-
-def healthy(names: list[str]) -> bool:
-    out = etcdctl("endpoint", "health", "-w", "json", endpoints=names, check=False)
-    return bool(out) and all(e.get("health") for e in json.loads(out)) and len(json.loads(out)) == len(names)
 
 
 def registry_keys() -> dict[str, list[str]]:
@@ -100,7 +96,7 @@ def test_an_etcd_member_leaves_and_comes_back(inventories):
         print(f"\nremove_node of etcd member {last}: {seconds:.1f} s")
         assert rc == 0, out[-4000:]
         assert sorted(m["name"] for m in members()) == sorted(stay)
-        assert healthy(stay)
+        assert etcd_healthy(stay)
         now = registry_keys()
         assert all(set(keys[prefix]) <= set(now[prefix]) for prefix in keys), (keys, now)
         h = host(last)
@@ -120,7 +116,7 @@ def test_an_etcd_member_leaves_and_comes_back(inventories):
         after = members()
         assert sorted(m["name"] for m in after) == sorted(CONTROL_PLANES)
         assert not any(m.get("isLearner") for m in after)
-        assert healthy(list(CONTROL_PLANES))
+        assert etcd_healthy(list(CONTROL_PLANES))
         assert kubectl("-n", NS, "get", "configmap", "kept", "-o", "jsonpath={.data.kept}") == "yes"
         now = registry_keys()
         assert all(set(keys[prefix]) <= set(now[prefix]) for prefix in keys)

@@ -22,7 +22,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "tests" / "testbed"))
 import apiprobe  # noqa: E402
-from labcluster import ADDRESS, AGNHOST, CONTROL_PLANES, WORKERS, etcdctl, host, kubectl  # noqa: E402
+from labcluster import (  # noqa: E402
+    ADDRESS,
+    AGNHOST,
+    CONTROL_PLANES,
+    WORKERS,
+    etcd_healthy,
+    etcdctl,
+    host,
+    kubectl,
+    registry_keys,
+)
 
 NS = "hardway-ha"
 PKI = "/etc/kubernetes/pki"
@@ -53,18 +63,13 @@ def wait_until(what: str, check, limit: float, every: float = 1.0) -> float:
         time.sleep(every)
 
 
-def healthy_members(names: list[str], on: str) -> bool:
-    out = etcdctl("endpoint health -w json", on=on, endpoints=names, check=False)
-    return bool(out) and all(item["health"] for item in json.loads(out)) and len(json.loads(out)) == len(names)
-
-
 def host_back(name: str) -> bool:
     """A restarted host runs its services, its API server is ready and its etcd member healthy."""
     h = host(name)
     if h.run("systemctl is-active etcd kube-apiserver kube-controller-manager kube-scheduler").rc != 0:
         return False
     ready = h.run(f"curl -sS -m 3 --cacert {PKI}/kubernetes-ca.pem https://127.0.0.1:6443/readyz")
-    return ready.stdout == "ok" and healthy_members(CONTROL_PLANES, name)
+    return ready.stdout == "ok" and etcd_healthy(CONTROL_PLANES, name)
 
 
 def start_again(name: str) -> float:
@@ -145,10 +150,6 @@ def etcd_leader(names: list[str]) -> str:
     return leaders[0]
 
 
-def registry_keys(on: str) -> set[str]:
-    return set(etcdctl("get /registry --prefix --keys-only", on=on).split())
-
-
 def test_losing_the_etcd_leader():
     assert all(host_back(name) for name in CONTROL_PLANES), "the cluster is not whole before the test"
     leader = etcd_leader(CONTROL_PLANES)
@@ -157,7 +158,7 @@ def test_losing_the_etcd_leader():
     subprocess.run(["docker", "stop", leader], check=True, capture_output=True, timeout=60)
     try:
         quorum = wait_until(f"{', '.join(others)} healthy without {leader}",
-                            lambda: healthy_members(others, others[0]), RECOVERY_LIMIT)
+                            lambda: etcd_healthy(others, others[0]), RECOVERY_LIMIT)
         new_leader = etcd_leader(others)
         written = wait_until("a write through the API", lambda: bool(api(
             others[0], "-n", NS, "create", "configmap", "written-without-leader", "--from-literal=at=now")),

@@ -75,7 +75,7 @@ def grown(tmp_path_factory):
     kubectl("-n", NS, "create", "secret", "generic", "kept", f"--from-literal=password={password}")
     kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=180s")
     pods = json.loads(kubectl("-n", NS, "get", "pods", "-l", "app=web", "-o", "json"))["items"]
-    before = {"pods": sorted(p["metadata"]["uid"] for p in pods), "keys": registry_keys(f"{LAB_SET}-cp1")}
+    before = {"pods": sorted(p["metadata"]["uid"] for p in pods), "keys": labcluster.registry_keys(f"{LAB_SET}-cp1")}
 
     # two more control-plane hosts, also etcd members
     lab.up(2, LAB_SET, control_planes=THREE)
@@ -84,10 +84,6 @@ def grown(tmp_path_factory):
     print(f"\ngrow: site.yml on 1 control plane + 2 workers took {small['seconds']:.0f} s; growing to 3 control "
           f"planes and 3 etcd members took {grow['seconds']:.0f} s; the run after it {again['seconds']:.0f} s")
     return {"before": before, "password": password, "grow": grow, "again": again, "kubectl": kubectl}
-
-
-def registry_keys(on: str) -> set[str]:
-    return set(labcluster.etcdctl("get /registry --prefix --keys-only", on=on).split())
 
 
 def names(count: int) -> list[str]:
@@ -130,7 +126,7 @@ def test_workloads_and_secret_survive(grown):
 
 
 def test_no_key_lost(grown):
-    after = registry_keys(names(THREE)[-1])  # on the newest member
+    after = labcluster.registry_keys(names(THREE)[-1])  # on the newest member
     lost = {key for key in grown["before"]["keys"] - after
             if not key.startswith(("/registry/events/", "/registry/masterleases/"))}
     assert not lost, sorted(lost)[:20]
