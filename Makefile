@@ -20,7 +20,7 @@ LAB_OS ?= bookworm
 LAB ?= single
 CONTROL_PLANES := $(if $(filter ha,$(LAB)),3,1)
 
-.PHONY: help setup mirror lab lab-ha lab-addons lab-down lint sanity unit integration testbed molecule test bench clean-cache
+.PHONY: help setup mirror lab lab-ha lab-addons lab-down lint sanity unit integration testbed molecule test test-extended bench clean-cache
 
 help:
 	@echo "make lab       three lab hosts in Docker with a working cluster (LAB_OS=trixie: Debian 13)"
@@ -28,6 +28,7 @@ help:
 	@echo "make lab-addons  on the lab: Pebble (ACME), then Traefik and cert-manager (see README)"
 	@echo "make lab-down  remove the lab hosts and restore what the lab changed"
 	@echo "make test      every test: linters, sanity, unit, integration, test bed, molecule"
+	@echo "make test-extended  the scenarios outside make test's CI budget (upgrade from Kubernetes 1.36)"
 	@echo "make bench     the benchmark (cold converge, re-run, addons, scale, PKI)"
 
 setup: $(VENV)/.done
@@ -83,12 +84,33 @@ integration: setup mirror
 testbed: setup mirror
 	$(PY) -m pytest -q tests/testbed
 
+# On a failure, the failed tests' summary lines are printed again at the end,
+# where a CI log's tail shows them (the whole output is in the log file).
+MOLECULE_LOG := $(HARDWAY_CACHE)/logs/molecule.log
+SHOW_FAILED = echo "molecule failed; the failed tests, from $(MOLECULE_LOG):"; \
+	sed 's/\x1b\[[0-9;]*m//g; s/^ *│ *//' "$(MOLECULE_LOG)" \
+	  | grep -E '^(FAILED|ERROR) [^-]|^E +[A-Za-z]|^fatal:|Executed: Failed' | tail -40 || true
 molecule: setup mirror
 	@$(PY) tests/testbed/lab.py image
-	molecule test --all
+	@mkdir -p "$(dir $(MOLECULE_LOG))"
+	@status=0; COLUMNS=200 molecule test --all $(foreach s,$(EXTENDED_SCENARIOS),--exclude $(s)) 2>&1 \
+	  | tee "$(MOLECULE_LOG)" || status=$$?; \
+	  if [ $$status -ne 0 ]; then $(SHOW_FAILED); fi; exit $$status
 
 test: setup mirror lint sanity unit integration testbed molecule
 	@echo "test: every suite passed"
+
+# Scenarios outside make test's CI budget: they need a second Kubernetes
+# version in the mirror (one more Go build of every Kubernetes binary).
+EXTENDED_SCENARIOS := upgrade
+UPGRADE_FROM := 1.36.5
+test-extended: setup mirror
+	@$(PY) tests/testbed/mirror.py build kubernetes@$(UPGRADE_FROM)
+	@$(PY) tests/testbed/lab.py image
+	@mkdir -p "$(dir $(MOLECULE_LOG))"
+	@status=0; for s in $(EXTENDED_SCENARIOS); do \
+	  COLUMNS=200 molecule test -s $$s 2>&1 | tee "$(MOLECULE_LOG)" || { status=$$?; break; }; done; \
+	  if [ $$status -ne 0 ]; then $(SHOW_FAILED); fi; exit $$status
 
 bench: setup mirror
 	@$(PY) tests/bench/bench.py

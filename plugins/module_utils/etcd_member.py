@@ -272,6 +272,26 @@ def cluster_health(client):
         endpoint, response.status, body.get('reason') or response.text or response.reason)
 
 
+def busy(error):
+    """Whether an EtcdError is only etcd not answering in time (a loaded machine, a leader busy sending
+    a snapshot to a learner): worth asking again while an add waits."""
+    return bool(error.errors) and all(e.kind == 'timeout' for e in error.errors)
+
+
+def list_patiently(client, wait=0.0, sleep=None, clock=None):
+    """``list_members``, asked again for up to ``wait`` seconds while etcd only does not answer in time."""
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
+    deadline = clock() + wait
+    while True:
+        try:
+            return list_members(client)
+        except EtcdError as exc:
+            if not busy(exc) or clock() >= deadline:
+                raise
+        sleep(RETRY_INTERVAL)
+
+
 def add_member(client, peer_urls, learner=True, wait=0.0, sleep=None, clock=None):
     """Add a member with ``peer_urls`` (a learner, or a voting member); the gateway's answer (``member``, ``members``).
 
@@ -280,21 +300,30 @@ def add_member(client, peer_urls, learner=True, wait=0.0, sleep=None, clock=None
     later may turn into a yes are retried: another learner is in the cluster
     (it is promoted once it has caught up), or too few members are started
     for a quorum with one more voting member (strict reconfiguration check).
+    So is an etcd that does not answer in time; an add that timed out may
+    have gone through, so each try first looks for the member in the list.
     All of it for up to ``wait`` seconds.
     """
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
     deadline = clock() + wait
+    timed_out = False  # an add went unanswered: it may have been made
     while True:
-        reason = not_ready_for_add(list_members(client) or []) or cluster_health(client)
-        if reason is None:
-            try:
+        try:
+            members = list_members(client) or []
+            mine = next((m for m in members if set(peer_urls) & set(m.get('peerURLs') or ())), None)
+            if timed_out and mine is not None:
+                return {'member': mine, 'members': members}
+            reason = not_ready_for_add(members) or cluster_health(client)
+            if reason is None:
+                timed_out = True  # until the call says otherwise
                 return call(client, '/v3/cluster/member/add', {'peerURLs': list(peer_urls), 'isLearner': learner})
-            except EtcdError as exc:
-                text = str(exc)
-                if not any(refusal in text for refusal in ADD_REFUSALS):
-                    raise
-                reason = text
+        except EtcdError as exc:
+            timed_out = timed_out and busy(exc)
+            text = str(exc)
+            if not (busy(exc) or any(refusal in text for refusal in ADD_REFUSALS)):
+                raise
+            reason = text
         if clock() >= deadline:
             raise EtcdError('the member was not added within add_wait (%s seconds): %s' % (wait, reason))
         sleep(RETRY_INTERVAL)
@@ -329,7 +358,7 @@ def run_member(client, name, peer_urls, member_data, bootstrap_text, check_mode=
                learner=True, sleep=None, clock=None):
     """Decide (and add the member when it joins); the module's result. Raises MembershipError, EtcdError."""
     bootstrap = parse_initial_cluster(bootstrap_text)
-    members = None if member_data else list_members(client)
+    members = None if member_data else list_patiently(client, wait, sleep, clock)
     plan = plan_start(name, peer_urls, member_data, members, bootstrap)
     result = {'changed': False, 'decision': plan['decision'], 'state': plan['state'],
               'initial_cluster': plan['initial_cluster'], 'member_id': None,

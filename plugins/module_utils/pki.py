@@ -717,7 +717,7 @@ class PKI:
     """
 
     def __init__(self, path, authorities=None, certificates=None, keypairs=None, renew_before_days=30,
-                 regenerate_authorities=False, now=None, durable=False):
+                 regenerate_authorities=False, now=None, durable=False, reissue=None):
         if not HAS_CRYPTOGRAPHY:
             raise PKIError('the Python library cryptography is required')
         if not isinstance(path, str) or not path:
@@ -727,6 +727,10 @@ class PKI:
                                                            renew_before_days)
         self.renew_before = datetime.timedelta(days=renew_before_days)
         self.regenerate = bool(regenerate_authorities)
+        self.reissue = set(reissue or [])
+        unknown = self.reissue - {c['name'] for c in self.certs} - {'*'}
+        if unknown:
+            raise PKIError('reissue names certificates that are not requested: %s' % ', '.join(sorted(unknown)))
         self.now = now or datetime.datetime.now(UTC)
         self.durable = durable
         self.items = {'authorities': [], 'certificates': [], 'keypairs': []}
@@ -767,6 +771,8 @@ class PKI:
             item = Item('certificate', spec, cert_path, key_path, found)
             item.reasons = certificate_reasons(spec, found, ca_certs.get(spec['ca']), self.now,
                                                self.renew_before, spec['ca'] in replaced)
+            if not item.reasons and ('*' in self.reissue or spec['name'] in self.reissue):
+                item.reasons = ['re-issue asked for']
             if item.reasons:
                 item.action = 'created' if found.cert_state == 'missing' else 'reissued'
                 item.new_key = found.key is None or not spec['key'].matches(found.key)

@@ -31,8 +31,10 @@ description:
     lists has started and the cluster reports healthy (C(/health) of the endpoint that answers).
     etcd refuses to add a learner while another learner is in the cluster (C(--max-learners), 1 by
     default), and a voting member while too few members are started for a quorum; such refusals are
-    retried too. All of this waits for up to O(add_wait) seconds, so that members added in parallel
-    go in one after the other, each once the one before was promoted.
+    retried too, and so is an etcd that does not answer in time (a busy machine; an add that went
+    unanswered is looked for in the member list before it is tried again). All of this waits for up
+    to O(add_wait) seconds, so that members added in parallel go in one after the other, each once
+    the one before was promoted.
   - With O(promote=true) the module only promotes this member. It finds the member in the cluster's
     list by O(peer_urls); a learner is promoted (C(/v3/cluster/member/promote)), a voting member is
     left as it is. etcd refuses to promote a learner that has not caught up with the leader; that

@@ -155,6 +155,13 @@ options:
       - Must be shorter than every C(lifetime_days).
     type: int
     default: 30
+  reissue:
+    description:
+      - Certificates (by O(certificates[].name)) to re-issue even when nothing else asks for it; V(*) for
+        every one. Their keys are kept. Authorities and key pairs are not affected.
+    type: list
+    elements: str
+    default: []
   regenerate_authorities:
     description:
       - Allow replacing an existing authority that is broken, differs from the request or
@@ -314,6 +321,7 @@ def argument_spec():
         },
         'renew_before_days': {'type': 'int', 'default': 30},
         'regenerate_authorities': {'type': 'bool', 'default': False},
+        'reissue': {'type': 'list', 'elements': 'str', 'default': []},
     }
 
 
@@ -330,6 +338,7 @@ def main():
             keypairs=params['keypairs'],
             renew_before_days=params['renew_before_days'],
             regenerate_authorities=params['regenerate_authorities'],
+            reissue=params['reissue'],
         ).plan()
         if not module.check_mode:
             pki.apply()

@@ -15,7 +15,12 @@ description:
     host.
   - Reloads systemd's configuration first when a unit file changed on disk since systemd last read
     it (C(NeedDaemonReload=yes)), so that a start uses the file as it is now.
-  - Never restarts a running service; restarts on configuration changes are for handlers.
+  - Never restarts a running service, except with O(restart_replaced): restarts on configuration
+    changes are for handlers.
+  - Finds, for every running unit, whether its main process still runs a binary that has been
+    replaced on disk since it started (C(/proc/PID/exe) names a deleted file). With
+    O(restart_replaced) those units are restarted, in the order given; without it, a warning names
+    them (an upgrade installs binaries; C(playbooks/upgrade.yml) restarts them one host at a time).
   - A unit that systemd does not know fails the task, naming the unit, before anything is changed. In
     check mode it only causes a warning, since the task that would install it did not run.
   - Uses only the Python standard library and C(systemctl).
@@ -39,6 +44,11 @@ options:
     type: str
     choices: [started, stopped]
     default: started
+  restart_replaced:
+    description:
+      - Restart the running units whose main process runs a replaced binary (with O(state=started)).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -97,18 +107,24 @@ services:
       description: Its C(UnitFileState) before the module acted (V(enabled), V(disabled), ...).
       type: str
     actions:
-      description: What was done (or would be, in check mode) to it, among V(enable), V(start), V(stop).
+      description: What was done (or would be, in check mode) to it, among V(enable), V(start), V(stop),
+        V(restart).
       type: list
       elements: str
+    replaced:
+      description: Whether its main process ran a binary replaced on disk since it started.
+      type: bool
 daemon_reloaded:
   description: Whether systemd's configuration was reloaded (or would be, in check mode).
   returned: always
   type: bool
 """
 
+import os  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-PROPERTIES = ('Id', 'LoadState', 'ActiveState', 'UnitFileState', 'NeedDaemonReload')
+PROPERTIES = ('Id', 'LoadState', 'ActiveState', 'UnitFileState', 'NeedDaemonReload', 'MainPID')
 # Active states in which a start is not needed.
 RUNNING = ('active', 'activating', 'reloading', 'refreshing')
 # Boot settings that need no "enable".
@@ -135,7 +151,18 @@ def parse_show(text, count):
     return units
 
 
-def plan(units, props, enabled, state):
+def runs_replaced_binary(props, readlink=os.readlink):
+    """Whether the unit's main process runs an executable that was replaced (deleted) since it started."""
+    pid = props.get('MainPID') or '0'
+    if not pid.isdigit() or int(pid) == 0:
+        return False
+    try:
+        return readlink('/proc/%s/exe' % pid).endswith(' (deleted)')
+    except OSError:
+        return False
+
+
+def plan(units, props, enabled, state, restart_replaced=False, readlink=os.readlink):
     """What to do: ``(reload, [(unit, props, actions)], problems)``."""
     problems = []
     reload_needed = False
@@ -152,6 +179,8 @@ def plan(units, props, enabled, state):
         active = found.get('ActiveState')
         if state == 'started' and active not in RUNNING:
             actions.append('start')
+        elif state == 'started' and restart_replaced and runs_replaced_binary(found, readlink):
+            actions.append('restart')
         elif state == 'stopped' and active in RUNNING:
             actions.append('stop')
         steps.append((unit, found, actions))
@@ -164,6 +193,7 @@ def main():
             'names': {'type': 'list', 'elements': 'str', 'required': True},
             'enabled': {'type': 'bool', 'default': True},
             'state': {'type': 'str', 'choices': ['started', 'stopped'], 'default': 'started'},
+            'restart_replaced': {'type': 'bool', 'default': False},
         },
         supports_check_mode=True,
     )
@@ -183,7 +213,8 @@ def main():
         props = parse_show(run('show', '--property=' + ','.join(PROPERTIES), '--', *units), len(units))
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    reload_needed, steps, problems = plan(units, props, module.params['enabled'], module.params['state'])
+    reload_needed, steps, problems = plan(units, props, module.params['enabled'], module.params['state'],
+                                          module.params['restart_replaced'])
     if problems and module.check_mode:
         # In check mode the task that would install the unit did not run: say so, and go on.
         for problem in problems:
@@ -191,6 +222,13 @@ def main():
     elif problems:
         module.fail_json(msg='; '.join(problems))
 
+    replaced = [unit for unit, found, actions in steps
+                if found.get('ActiveState') in RUNNING and runs_replaced_binary(found)]
+    left = [unit for unit in replaced if not module.params['restart_replaced']]
+    if left and module.params['state'] == 'started':
+        module.warn('%s still run%s a binary replaced since %s started; run playbooks/upgrade.yml, which '
+                    'restarts them one host at a time' % (', '.join(left), 's' if len(left) == 1 else '',
+                                                          'it' if len(left) == 1 else 'they'))
     changed = reload_needed or any(actions for _unit, _found, actions in steps)
     if changed and not module.check_mode:
         if reload_needed:
@@ -203,7 +241,8 @@ def main():
         'changed': changed,
         'daemon_reloaded': reload_needed,
         'services': [{'name': unit, 'active': found.get('ActiveState', ''),
-                      'enabled': found.get('UnitFileState', ''), 'actions': actions}
+                      'enabled': found.get('UnitFileState', ''), 'actions': actions,
+                      'replaced': unit in replaced}
                      for unit, found, actions in steps],
     }
     if module._diff and changed:
@@ -214,7 +253,8 @@ def main():
             was_enabled = found.get('UnitFileState', '')
             was_active = found.get('ActiveState', '')
             before.append('%s: %s, %s' % (unit, was_active, was_enabled))
-            now_active = 'active' if 'start' in actions else ('inactive' if 'stop' in actions else was_active)
+            now_active = ('active' if {'start', 'restart'} & set(actions)
+                          else 'inactive' if 'stop' in actions else was_active)
             after.append('%s: %s, %s' % (unit, now_active, 'enabled' if 'enable' in actions else was_enabled))
         if reload_needed:
             before.append('systemd: unit files changed on disk')

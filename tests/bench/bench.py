@@ -19,7 +19,12 @@
    `site.yml --limit <it>`, timed until the node is Ready;
 8. etcd backup and restore on that cluster: playbooks/etcd_backup.yml, then
    playbooks/etcd_restore.yml of that snapshot (confirmed), each timed;
-9. the Ansible settings used and the machine's core count.
+9. a rolling upgrade: a cold converge of 1 control plane + 2 workers at the
+   previous Kubernetes minor (UPGRADE_FROM, built into the mirror first), a
+   2-replica Deployment behind a Service and a PodDisruptionBudget, then
+   playbooks/upgrade.yml to the pins while a worker host asks the Service
+   every 0.2 s: the upgrade's seconds and the requests made and failed;
+10. the Ansible settings used and the machine's core count.
 
 It reports; it never fails on a slow machine. Targets are printed beside the
 figures. `--quick` skips the scale runs.
@@ -45,11 +50,14 @@ import apiprobe  # noqa: E402
 import lab  # noqa: E402
 import mirror  # noqa: E402
 import pebble  # noqa: E402
+import serviceprobe  # noqa: E402
 
 CACHE = mirror.CACHE
 BENCH = CACHE / "bench"
 SET = "bench"
 TARGETS = {"cold": 120, "rerun": 30, "pki100": 2.0, "ratio": 20, "per_worker": 5}
+# The Kubernetes release the upgrade part starts from (make test-extended's too).
+UPGRADE_FROM = "1.36.5"
 
 
 def ansible_env(extra: dict | None = None) -> dict:
@@ -216,6 +224,44 @@ def backup_restore(inventory: Path, state: Path) -> dict:
     return result
 
 
+# ----------------------------------------------------------------- upgrade
+def rolling_upgrade() -> dict:
+    """A cluster at UPGRADE_FROM serving a Deployment, then upgrade.yml while a worker asks its Service."""
+    if mirror.cmd_build([f"kubernetes@{UPGRADE_FROM}"], force=False) != 0:
+        return {"rc": None, "error": f"Kubernetes {UPGRADE_FROM} did not build into the mirror"}
+    old = json.dumps({"cluster_versions": {"kubernetes": UPGRADE_FROM}})
+    lab.down(SET)
+    lab.up(2, SET)
+    state = BENCH / "state-upgrade"
+    if state.exists():
+        shutil.rmtree(state)
+    inventory = lab_inventory(2)
+    start = playbook(inventory, REPO / "playbooks" / "site.yml", state, "upgrade-from", ["-e", old])
+    result = {"from": UPGRADE_FROM, "to": mirror.load_versions()[0]["kubernetes"], "converge_rc": start["rc"],
+              "rc": None}
+    if start["rc"] != 0:
+        return result
+    kubectl = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(state / "admin.kubeconfig")]
+    image = f"registry.k8s.io/e2e-test-images/agnhost:{mirror.load_versions()[0]['agnhost']}"
+    subprocess.run(kubectl + ["apply", "-f", "-"], input=serviceprobe.web_workload("bench-upgrade", image),
+                   text=True, capture_output=True, check=True)
+    subprocess.run(kubectl + ["-n", "bench-upgrade", "rollout", "status", "deployment/web", "--timeout=180s"],
+                   capture_output=True, check=True)
+    address = subprocess.run(kubectl + ["-n", "bench-upgrade", "get", "service", "web", "-o",
+                                        "jsonpath={.spec.clusterIP}"], capture_output=True, text=True,
+                             check=True).stdout
+    probe = serviceprobe.ServiceProbe(f"{SET}-w1", f"http://{address}/hostname").start()
+    run = playbook(inventory, REPO / "playbooks" / "upgrade.yml", state, "upgrade")
+    time.sleep(1)
+    asked = probe.stop()
+    result.update({"seconds": run["wall"], "rc": run["rc"], "tasks_run": run.get("tasks_run"),
+                   "cpu_seconds": run["cpu_seconds"], "requests": asked["made"], "failed": asked["failed"],
+                   "longest_outage": asked["longest_outage"]})
+    again = playbook(inventory, REPO / "playbooks" / "upgrade.yml", state, "upgrade-again")
+    result.update({"again_seconds": again["wall"], "again_changed": again["changed"]})
+    return result
+
+
 # --------------------------------------------------------------------- PKI
 def pki_request(nodes: int, path: Path) -> dict:
     certs = [
@@ -355,16 +401,16 @@ def machine_speed() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 2/4/8-worker scale runs")
-    parser.add_argument("--parts", default="pki,cold,addons,add,backup,ha,scale",
+    parser.add_argument("--parts", default="pki,cold,addons,add,backup,ha,upgrade,scale",
                         help="which parts to run, comma-separated among pki, cold (with the re-run), addons "
                              "(needs cold), add (a worker added; needs cold), backup (etcd backup and restore; "
-                             "needs cold), ha, scale")
+                             "needs cold), ha, upgrade, scale")
     parser.add_argument("--output", default=str(REPO / "bench.json"))
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if args.quick:
         parts.discard("scale")
-    unknown = parts - {"pki", "cold", "addons", "add", "backup", "ha", "scale"}
+    unknown = parts - {"pki", "cold", "addons", "add", "backup", "ha", "upgrade", "scale"}
     if unknown:
         parser.error("unknown parts: " + ", ".join(sorted(unknown)))
     on_cold = sorted(parts & {"addons", "add", "backup"})
@@ -416,6 +462,10 @@ def main() -> int:
                   flush=True)
             net = lab.network_of(SET)[1]
             report["ha"]["loss"] = apiprobe.lose_host(f"{SET}-cp1", f"{net}.12", [f"{SET}-w1", f"{SET}-w2"])
+    if "upgrade" in parts:
+        print(f"bench: rolling upgrade from Kubernetes {UPGRADE_FROM}, 1 control plane + 2 workers, while a "
+              "worker host asks a Service every 0.2 s", flush=True)
+        report["upgrade"] = rolling_upgrade()
     if "scale" in parts:
         report["scale"] = {}
         for workers in (2, 4, 8):
@@ -492,6 +542,17 @@ def print_table(r: dict) -> None:
             rows.append(("    probe every 0.2 s: requests / failed", f"{loss['requests']} / {loss['failed']}", "", ""))
             rows.append(("    after the stop: via another API server / via a worker's LB (s)",
                          f"{loss['via_other_seconds']} / {loss['via_lb_seconds']}", "", ""))
+    if "upgrade" in r:
+        u = r["upgrade"]
+        rows.append((f"rolling upgrade {u.get('from')} -> {u.get('to')}, 1 cp + 2 workers (s)", u.get("seconds"), "",
+                     "" if u.get("rc") == 0 else "FAILED"))
+        if u.get("rc") is not None:
+            rows.append(("  Service asked every 0.2 s: requests / failed", f"{u['requests']} / {u['failed']}",
+                         "0 failed", mark(u["failed"], 0)))
+            rows.append(("  longest run of failed requests (s)", u["longest_outage"], "", ""))
+            rows.append(("  upgrade.yml again: seconds / changed", f"{u['again_seconds']} / {u['again_changed']}",
+                         "changed 0", "met" if u["again_changed"] == 0 else "MISSED"))
+            rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(u["cpu_seconds"]), "", ""))
     if "pki" in r:
         p = r["pki"]
         for n in (3, 100, 1000):

@@ -438,3 +438,42 @@ def test_module_without_member_data_needs_no_certificates(run_module):
                                         'initial_cluster': f'cp1={CP1}', 'member_data': True})
     assert result['rc'] == 0, result
     assert result['decision'] == 'keep' and result['changed'] is False
+
+
+class SlowGateway(ClusterGateway):
+    """A ClusterGateway whose next ``slow`` requests to ``path`` take the connection and then do not answer in
+    time; with ``applied``, the request takes effect all the same (etcd applied it, the answer came late)."""
+
+    def __init__(self, members, path, slow=1, applied=False):
+        super().__init__(members)
+        self.slow_path, self.slow, self.applied = path, slow, applied
+
+    def __call__(self, endpoint, method, path, payload=None, context=None, timeout=10.0, headers=None, names=None):
+        if path == self.slow_path and self.slow:
+            self.slow -= 1
+            if self.applied:
+                super().__call__(endpoint, method, path, payload, context, timeout, headers, names)
+            error = RequestError(f'no answer from {endpoint} within 5.0 seconds (timeout)', 'timeout', endpoint)
+            error.connecting = False
+            raise error
+        return super().__call__(endpoint, method, path, payload, context, timeout, headers, names)
+
+
+def test_an_add_that_timed_out_but_went_through_is_not_made_twice(monkeypatch):
+    fake = SlowGateway([member(1, 'cp1', CP1, E1)], '/v3/cluster/member/add', applied=True)
+    monkeypatch.setattr(E, 'request', fake)
+    clock = Clock()
+    answer = M.add_member(client(endpoints=(E1,)), [CP3], wait=60, sleep=clock.sleep, clock=clock)
+    assert answer['member']['peerURLs'] == [CP3] and clock.sleeps == 1
+    assert [m['peerURLs'] for m in fake.members] == [[CP1], [CP3]]
+
+
+def test_an_etcd_slow_to_answer_is_asked_again_until_add_wait(monkeypatch):
+    fake = SlowGateway([member(1, 'cp1', CP1, E1)], '/v3/cluster/member/list', slow=2)
+    monkeypatch.setattr(E, 'request', fake)
+    clock = Clock()
+    result = run(client=client(endpoints=(E1,)), wait=60, sleep=clock.sleep, clock=clock)
+    assert result['decision'] == 'add' and result['state'] == 'existing' and clock.sleeps == 2
+    fake.slow = 100
+    with pytest.raises(E.EtcdError, match='no answer'):
+        run(name='cp3', peers=[CP3], client=client(endpoints=(E1,)), wait=5, sleep=clock.sleep, clock=clock)

@@ -676,3 +676,23 @@ def test_hundred_nodes_is_fast(tmp_path):
     assert not run(tmp_path, certificates=certs).changed
     rechecked = time.monotonic() - start
     assert created < 5 and rechecked < 5, (created, rechecked)
+
+
+def test_reissue_on_request_keeps_keys_and_leaves_the_rest(pkidir):
+    key_before = (pkidir / 'admin-key.pem').read_bytes()
+    serial_before = load_cert(pkidir / 'admin.pem').serial_number
+    api_before = (pkidir / 'apiserver.pem').read_bytes()
+    pki = run(pkidir, reissue=['admin'])
+    assert actions(pki)['admin'] == ('reissued', 're-issue asked for')
+    assert actions(pki)['apiserver'][0] == 'unchanged'
+    assert actions(pki, 'authorities')['ca'][0] == 'unchanged'
+    assert (pkidir / 'admin-key.pem').read_bytes() == key_before
+    assert load_cert(pkidir / 'admin.pem').serial_number != serial_before
+    assert (pkidir / 'apiserver.pem').read_bytes() == api_before
+    everything = run(pkidir, reissue=['*'])
+    assert {a for a, _ in actions(everything).values()} == {'reissued'}
+
+
+def test_reissue_refuses_unknown_names(pkidir):
+    with pytest.raises(P.PKIError, match='not requested: nope'):
+        run(pkidir, reissue=['nope'])

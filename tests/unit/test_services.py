@@ -106,7 +106,7 @@ def test_nothing_to_do_changes_nothing(systemd, run_module):
     result = run_module('services', {'names': ['kubelet']})
     assert result['rc'] == 0 and not result['changed'] and systemd.changes() == []
     assert result['services'] == [{'name': 'kubelet.service', 'active': 'active', 'enabled': 'enabled',
-                                   'actions': []}]
+                                   'actions': [], 'replaced': False}]
 
 
 def test_enables_and_starts_in_order_after_a_reload(systemd, run_module):
@@ -148,3 +148,31 @@ def test_unknown_unit_in_check_mode_is_a_warning(systemd):
     assert [s['name'] for s in result['services']] == ['kubelet.service']
     assert 'etcd.service: systemd does not know this unit' in json.dumps(result['warnings'])
     assert systemd.changes() == []
+
+
+def _readlink(target):
+    return lambda path: target
+
+
+@pytest.mark.parametrize('found, restart, target, actions', [
+    # a running unit whose binary was replaced since it started: restarted only when asked
+    ({'ActiveState': 'active', 'MainPID': '42'}, True, '/usr/local/bin/kubelet (deleted)', ['restart']),
+    ({'ActiveState': 'active', 'MainPID': '42'}, False, '/usr/local/bin/kubelet (deleted)', []),
+    # the binary it runs is the one on disk
+    ({'ActiveState': 'active', 'MainPID': '42'}, True, '/usr/local/bin/kubelet', []),
+    # not running: started, not restarted
+    ({'ActiveState': 'failed', 'MainPID': '0'}, True, '/usr/local/bin/kubelet (deleted)', ['start']),
+])
+def test_plan_restarts_only_units_running_a_replaced_binary(found, restart, target, actions):
+    found = dict(found, LoadState='loaded', NeedDaemonReload='no', UnitFileState='enabled')
+    _reload, steps, _problems = S.plan(['x.service'], [found], True, 'started', restart, _readlink(target))
+    assert steps[0][2] == actions
+
+
+def test_runs_replaced_binary_without_a_process_or_proc_entry():
+    assert not S.runs_replaced_binary({'MainPID': '0'}, _readlink('x (deleted)'))
+    assert not S.runs_replaced_binary({}, _readlink('x (deleted)'))
+
+    def gone(path):
+        raise FileNotFoundError(path)
+    assert not S.runs_replaced_binary({'MainPID': '7'}, gone)

@@ -1,0 +1,142 @@
+"""playbooks/upgrade.yml moves the lab cluster from Kubernetes 1.36.5 to the collection's pins.
+
+1. The cluster runs 1.36.5 (every binary, every node).
+2. A worker pinned newer than the API server (a host variable) is refused in the first play,
+   naming the host and both versions; nothing changes.
+3. The upgrade, with a 2-replica Deployment behind a Service and a PodDisruptionBudget asked every
+   0.2 s from a worker host the whole time: at most 1% of the requests fail (the goal is none);
+   afterwards every binary and every node reports the new version, no node is left cordoned and
+   both replicas serve.
+4. The same upgrade again changes nothing.
+5. Going back a minor (the inventory still pins 1.36.5) is refused before any change.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "tests" / "testbed"))
+from labcluster import (  # noqa: E402
+    AGNHOST,
+    ANSI,
+    CP,
+    HOSTS,
+    PINS,
+    RECAP,
+    WORKERS,
+    ansible_playbook,
+    host,
+    inventory,
+    kubectl,
+)
+from serviceprobe import ServiceProbe, web_workload  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[4]
+OLD = "1.36.5"
+NEW = PINS["kubernetes"]
+NS = "hardway-upgrade"
+# the pins of the collection, over the inventory's older one
+TO_PINS = json.dumps({"cluster_versions": {}})
+BINARIES = {CP: ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"],
+            **{w: ["kubelet", "kube-proxy"] for w in WORKERS}}
+
+
+def upgrade(*extra: str, timeout: int = 1800) -> tuple[int, str, float]:
+    start = time.monotonic()
+    proc = subprocess.run([ansible_playbook(), "-i", inventory(), *extra, str(REPO / "playbooks" / "upgrade.yml")],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+    return proc.returncode, ANSI.sub("", proc.stdout + proc.stderr), time.monotonic() - start
+
+
+def version_of(name: str, binary: str) -> str:
+    out = host(name).check_output(f"/usr/local/bin/{binary} " + ("version --client" if binary == "kubectl"
+                                                                 else "--version"))
+    return out.split("v", 1)[1].split()[0] if "v" in out else out
+
+
+def binaries() -> dict[str, dict[str, str]]:
+    return {name: {b: version_of(name, b) for b in names} for name, names in BINARIES.items()}
+
+
+def node_versions() -> dict[str, str]:
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+    return {n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes}
+
+
+def changed(output: str) -> dict[str, int]:
+    return {m.group(1): int(m.group(3)) for m in RECAP.finditer(output)}
+
+
+def test_the_cluster_runs_the_older_version():
+    assert binaries() == {name: dict.fromkeys(names, OLD) for name, names in BINARIES.items()}
+    assert set(node_versions().values()) == {f"v{OLD}"}
+
+
+def test_a_worker_pinned_newer_than_the_api_server_is_refused_before_any_change():
+    before = binaries()
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as overlay:
+        overlay.write(f"all:\n  hosts:\n    {WORKERS[1]}:\n      cluster_versions: {{kubernetes: \"{NEW}\"}}\n")
+        overlay.flush()
+        rc, out, _ = upgrade("-i", overlay.name)
+    assert rc != 0
+    assert (f"{WORKERS[1]}: its kubelet would be {NEW}, newer than the API server of {CP} ({OLD})") in out, out[-3000:]
+    assert "nothing has been changed" in out
+    assert all(count == 0 for count in changed(out).values()), out[-3000:]
+    assert binaries() == before
+
+
+@pytest.fixture(scope="module")
+def workload():
+    kubectl("apply", "-f", "-", stdin=web_workload(NS, AGNHOST))
+    kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=180s", timeout=200)
+    address = kubectl("-n", NS, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+    yield f"http://{address}/hostname"
+    kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
+def test_the_upgrade_keeps_the_service_answering(workload):
+    with ServiceProbe(WORKERS[0], workload) as probe:
+        time.sleep(2)
+        rc, out, seconds = upgrade("-e", TO_PINS)
+        time.sleep(2)
+        result = probe.stop()
+    print(f"\nupgrade {OLD} -> {NEW} (1 control plane, 2 workers) took {seconds:.0f} s; requests made "
+          f"{result['made']}, failed {result['failed']}, longest failure {result['longest_outage']} s; "
+          f"backends {result['backends']}")
+    assert rc == 0, out[-5000:]
+    assert result["made"] > 50
+    assert result["failed"] <= result["made"] / 100, result
+    assert not result["failed_at_end"]
+    assert binaries() == {name: dict.fromkeys(names, NEW) for name, names in BINARIES.items()}
+    assert set(node_versions().values()) == {f"v{NEW}"}
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+    assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
+    assert not [n["metadata"]["name"] for n in nodes
+                if "hardway.kubernetes/upgrade" in (n["metadata"].get("annotations") or {})]
+    server = json.loads(kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"]
+    assert server == f"v{NEW}"
+    kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=120s", timeout=150)
+
+
+def test_the_upgrade_again_changes_nothing():
+    rc, out, seconds = upgrade("-e", TO_PINS)
+    print(f"\nupgrade.yml on an up-to-date cluster took {seconds:.0f} s")
+    assert rc == 0, out[-3000:]
+    counts = changed(out)
+    assert set(counts) >= set(HOSTS) and all(c == 0 for c in counts.values()), counts
+
+
+def test_going_back_a_minor_is_refused_before_any_change():
+    rc, out, _ = upgrade()  # the inventory still pins the older minor
+    assert rc != 0
+    assert f"{CP}: kube-apiserver runs {NEW} and cluster_versions.kubernetes is {OLD}: that goes down a minor" in out
+    assert all(count == 0 for count in changed(out).values()), out[-3000:]
+    assert set(node_versions().values()) == {f"v{NEW}"}
