@@ -25,6 +25,7 @@ LAYOUT = {
     'pki': 'pki',
     'kubeconfigs': 'kubeconfigs',
     'cert': 'pki/{name}.pem',
+    'bundle': 'pki/{name}-bundle.pem',
     'key': 'pki/{name}-key.pem',
     'pub': 'pki/{name}.pub',
     'kubeconfig': 'kubeconfigs/{name}.kubeconfig',
@@ -37,7 +38,8 @@ LAYOUT = {
 
 # What an item of credential_files installs: kind -> [(state kind, mode)].
 CREDENTIALS = {
-    'ca': [('cert', '0644')],
+    # a CA goes to a host as its trust bundle (the CA, and during a rotation the other one too)
+    'ca': [('bundle', '0644')],
     'cert': [('cert', '0644'), ('key', '0600')],
     'key': [('key', '0600')],
     'pub': [('pub', '0644')],
@@ -69,7 +71,8 @@ def state_path(state_dir, kind, name=None):
 def credential_files(items, state_dir, pki_dir, config_dir):
     """install_files items for a host's credentials.
 
-    Each item names one credential by its kind: ``{ca: name}`` (the certificate only),
+    Each item names one credential by its kind: ``{ca: name}`` (the CA's trust bundle, installed
+    as ``<name>.pem``),
     ``{cert: name}`` (certificate and key), ``{key: name}``, ``{pub: name}`` (a key pair's halves)
     go to ``pki_dir`` under their state file names; ``{kubeconfig: name, as: host_name}`` goes to
     ``config_dir/<host_name or name>.kubeconfig``. Keys and kubeconfigs get mode 0600, the rest 0644.
@@ -91,6 +94,8 @@ def credential_files(items, state_dir, pki_dir, config_dir):
             src = state_path(state_dir, state_kind, name)
             if kind == 'kubeconfig':
                 dest = '%s/%s.kubeconfig' % (config_dir, _text(item.get('as', name), 'credential_files', 'as'))
+            elif kind == 'ca':
+                dest = '%s/%s.pem' % (pki_dir, name)
             else:
                 dest = '%s/%s' % (pki_dir, os.path.basename(src))
             out.append({'src': src, 'dest': dest, 'mode': mode})
@@ -100,7 +105,7 @@ def credential_files(items, state_dir, pki_dir, config_dir):
 def changed_credentials(pki_result, kubeconfig_result=None):
     """The state files the pki module (and the kubeconfig module) wrote, or would write in check mode."""
     out = []
-    for group in ('authorities', 'certificates', 'keypairs'):
+    for group in ('authorities', 'certificates', 'keypairs', 'bundles'):
         for outcome in ((pki_result or {}).get(group) or {}).values():
             if outcome.get('action', 'unchanged') != 'unchanged':
                 out += [p for p in (outcome.get('path'), outcome.get('key_path')) if p]

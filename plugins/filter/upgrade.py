@@ -54,7 +54,9 @@ def _show_minor(minor):
 
 
 def upgrade_records(hosts, hostvars):
-    """One record per host: ``{host, node, control_plane, etcd, nodes, target, binaries, api}``."""
+    """One record per host: ``{host, node, control_plane, etcd, nodes, target, binaries, stale, api}``, from the
+    facts the check play of upgrade.yml sets on each host (``_upgrade_self``: what it runs and its pins;
+    ``_upgrade_running``: what hardway.kubernetes.versions read)."""
     if not isinstance(hosts, (list, tuple)):
         raise AnsibleFilterError('hardway.kubernetes.upgrade_records expects a list of hosts, got %s'
                                  % type(hosts).__name__)
@@ -65,16 +67,17 @@ def upgrade_records(hosts, hostvars):
         except KeyError:
             raise AnsibleFilterError('hardway.kubernetes.upgrade_records: %s is not in the inventory' % host) from None
         running = variables.get('_upgrade_running') if '_upgrade_running' in variables else None
-        if not isinstance(running, dict) or 'binaries' not in running:
+        own = variables.get('_upgrade_self') if '_upgrade_self' in variables else None
+        if not isinstance(running, dict) or 'binaries' not in running or not isinstance(own, dict):
             raise AnsibleFilterError('hardway.kubernetes.upgrade_records: no versions were read on %s (the check play '
                                      'of upgrade.yml reads them on every host)' % host)
         out.append({
             'host': str(host),
-            'node': str(variables.get('cluster_node_name') or host),
-            'control_plane': bool(variables.get('cluster_is_control_plane')),
-            'etcd': bool(variables.get('cluster_is_etcd')),
-            'nodes': bool(variables.get('cluster_runs_pods')),
-            'target': {k: str(v) for k, v in dict(variables.get('cluster_pins') or {}).items()},
+            'node': str(own.get('node') or host),
+            'control_plane': bool(own.get('control_plane')),
+            'etcd': bool(own.get('etcd')),
+            'nodes': bool(own.get('nodes')),
+            'target': {k: str(v) for k, v in dict(own.get('target') or {}).items()},
             'binaries': dict(running.get('binaries') or {}),
             'stale': list(running.get('stale') or []),
             'api': dict(running.get('api') or {}),

@@ -48,6 +48,14 @@ DIR_MODE = 0o700
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 
 UP_TO_DATE = 'up to date'
+# Rotating an authority without downtime, one step a run (see PKI): a new CA is staged and trusted
+# beside the old one, then signs in its place while the old one stays trusted, then the old one goes.
+ROTATION_STEPS = ('stage', 'switch', 'finish')
+ROTATION_REASONS = {
+    'stage': 'a new CA is staged as %(name)s-next (trusted in %(name)s-bundle.pem, not signing yet)',
+    'switch': 'the staged CA signs from now on; the old one stays trusted as %(name)s-previous',
+    'finish': 'the old CA (%(name)s-previous) is no longer trusted; its files are kept as %(name)s-retired-<time>',
+}
 NOT_SIGNED = 'not signed by the current CA'
 
 
@@ -673,7 +681,7 @@ class Item:
     """The plan and the outcome for one authority, certificate or key pair."""
 
     __slots__ = ('kind', 'spec', 'path', 'key_path', 'found', 'action', 'reasons', 'new_key',
-                 'fix_key_mode', 'not_after')
+                 'fix_key_mode', 'not_after', 'rotation')
 
     def __init__(self, kind, spec, path, key_path, found):
         self.kind = kind
@@ -686,6 +694,7 @@ class Item:
         self.new_key = False
         self.fix_key_mode = False
         self.not_after = None
+        self.rotation = None  # an authority's rotation step in this run (ROTATION_STEPS)
 
     @property
     def name(self):
@@ -693,20 +702,49 @@ class Item:
 
     @property
     def changes(self):
-        return self.action != 'unchanged' or self.fix_key_mode
+        return self.action != 'unchanged' or self.fix_key_mode or self.rotation is not None
 
     def result(self):
-        if self.action == 'unchanged':
+        if self.rotation is not None:
+            reason = ROTATION_REASONS[self.rotation] % {'name': self.name}
+        elif self.action == 'unchanged':
             reason = 'key file mode set to 0600' if self.fix_key_mode else UP_TO_DATE
         else:
             reason = '; '.join(self.reasons)
         return {
-            'action': self.action,
+            'action': self.rotation or self.action,
             'reason': reason,
             'path': self.path,
             'key_path': self.key_path,
             'not_after': format_time(self.not_after) if self.not_after else None,
         }
+
+
+class BundleItem:
+    """An authority's trust bundle: the CA certificates that are trusted, in one PEM file.
+
+    ``parts`` are the certificates in order, each as PEM bytes or, for one this run makes, the path
+    it will be read from once made.
+    """
+
+    kind = 'bundle'
+    fix_key_mode = False
+    not_after = None
+
+    def __init__(self, name, path):
+        self.name = name
+        self.path = path
+        self.parts = []
+        self.action = 'unchanged'
+        self.reasons = []
+
+    @property
+    def changes(self):
+        return self.action != 'unchanged'
+
+    def result(self):
+        return {'action': self.action, 'reason': '; '.join(self.reasons) if self.reasons else UP_TO_DATE,
+                'path': self.path, 'key_path': None, 'not_after': None, 'certificates': len(self.parts)}
 
 
 class PKI:
@@ -717,7 +755,8 @@ class PKI:
     """
 
     def __init__(self, path, authorities=None, certificates=None, keypairs=None, renew_before_days=30,
-                 regenerate_authorities=False, now=None, durable=False, reissue=None):
+                 regenerate_authorities=False, now=None, durable=False, reissue=None, reissue_within_days=0,
+                 rotation=None):
         if not HAS_CRYPTOGRAPHY:
             raise PKIError('the Python library cryptography is required')
         if not isinstance(path, str) or not path:
@@ -727,13 +766,22 @@ class PKI:
                                                            renew_before_days)
         self.renew_before = datetime.timedelta(days=renew_before_days)
         self.regenerate = bool(regenerate_authorities)
+        if rotation not in (None, 'none') + ROTATION_STEPS:
+            raise PKIError('rotation must be one of none, %s; got %r' % (', '.join(ROTATION_STEPS), rotation))
+        self.rotation = None if rotation in (None, 'none') else rotation
+        if self.rotation and self.regenerate:
+            raise PKIError('rotation and regenerate_authorities exclude each other: a rotation keeps the old CA '
+                           'trusted until its last step, a regeneration replaces it at once')
         self.reissue = set(reissue or [])
         unknown = self.reissue - {c['name'] for c in self.certs} - {'*'}
         if unknown:
             raise PKIError('reissue names certificates that are not requested: %s' % ', '.join(sorted(unknown)))
+        if not isinstance(reissue_within_days, int) or isinstance(reissue_within_days, bool) or reissue_within_days < 0:
+            raise PKIError('reissue_within_days must be a non-negative integer, got %r' % (reissue_within_days,))
+        self.reissue_within = datetime.timedelta(days=reissue_within_days) if reissue_within_days else None
         self.now = now or datetime.datetime.now(UTC)
         self.durable = durable
-        self.items = {'authorities': [], 'certificates': [], 'keypairs': []}
+        self.items = {'authorities': [], 'certificates': [], 'keypairs': [], 'bundles': []}
         self.warnings = []
         self.create_dir = False
         self.planned = False
@@ -750,20 +798,27 @@ class PKI:
         replaced = set()
         ca_certs = {}
         for spec in self.auths:
-            cert_path, key_path = self._file(spec['name'], '.pem'), self._file(spec['name'], '-key.pem')
-            item = Item('authority', spec, cert_path, key_path, read_existing(cert_path, key_path))
+            name = spec['name']
+            cert_path, key_path = self._file(name, '.pem'), self._file(name, '-key.pem')
+            step = self._rotation_step(name)
+            # after a switch the staged CA is the current one: plan with its files
+            source = (self._file(name, '-next.pem'), self._file(name, '-next-key.pem')) if step == 'switch' \
+                else (cert_path, key_path)
+            item = Item('authority', spec, cert_path, key_path, read_existing(*source))
+            item.rotation = step
             item.action, item.reasons, warnings = plan_authority(
-                spec, item.found, self.now, self.renew_before, self.regenerate, cert_path)
+                spec, item.found, self.now, self.renew_before, self.regenerate, source[0])
             self.warnings.extend(warnings)
             if item.action == 'unchanged':
-                ca_certs[spec['name']] = item.found.cert
+                ca_certs[name] = item.found.cert
                 item.not_after = not_after(item.found.cert)
                 item.fix_key_mode = item.found.key_mode != KEY_MODE
             else:
-                replaced.add(spec['name'])
+                replaced.add(name)
                 item.new_key = True
                 item.not_after = self.now + datetime.timedelta(days=spec['lifetime_days'])
             self.items['authorities'].append(item)
+            self.items['bundles'].append(self._plan_bundle(item))
 
         for spec in self.certs:
             cert_path, key_path = self._file(spec['name'], '.pem'), self._file(spec['name'], '-key.pem')
@@ -773,6 +828,9 @@ class PKI:
                                                self.renew_before, spec['ca'] in replaced)
             if not item.reasons and ('*' in self.reissue or spec['name'] in self.reissue):
                 item.reasons = ['re-issue asked for']
+            elif not item.reasons and self.reissue_within and not_after(found.cert) - self.now <= self.reissue_within:
+                item.reasons = ['re-issue asked for what expires within %d days (%s)'
+                                % (self.reissue_within.days, format_time(not_after(found.cert)))]
             if item.reasons:
                 item.action = 'created' if found.cert_state == 'missing' else 'reissued'
                 item.new_key = found.key is None or not spec['key'].matches(found.key)
@@ -806,6 +864,81 @@ class PKI:
     def changed(self):
         return self.create_dir or any(i.changes for items in self.items.values() for i in items)
 
+    # -- rotating authorities ---------------------------------------------
+
+    def _rotation_step(self, name):
+        """The rotation step this run takes for authority ``name``, or None when it has nothing to do.
+
+        Each step is re-runnable: a step already taken is nothing to do; asking for a step out of
+        order raises, naming the step that comes first.
+        """
+        has_next = os.path.exists(self._file(name, '-next.pem'))
+        has_previous = os.path.exists(self._file(name, '-previous.pem'))
+        if self.rotation == 'stage':
+            if has_previous and not has_next:
+                raise PKIError('authority %s: the last rotation is not finished (%s-previous.pem is still trusted): '
+                               'run its finish step before staging another CA' % (name, name))
+            return None if has_next else 'stage'
+        if self.rotation == 'switch':
+            if has_next:
+                return 'switch'
+            if has_previous:
+                return None  # switched before
+            raise PKIError('authority %s: no CA is staged to switch to (%s-next.pem): run the stage step first'
+                           % (name, name))
+        if self.rotation == 'finish':
+            if has_next:
+                raise PKIError('authority %s: a staged CA (%s-next.pem) does not sign yet: run the switch step '
+                               'before finishing' % (name, name))
+            return 'finish' if has_previous else None
+        return None
+
+    def _plan_bundle(self, authority):
+        """The trust bundle of an authority: its current CA, a staged one and the previous one, as they
+        will be after this run's rotation step."""
+        name = authority.name
+        item = BundleItem(name, self._file(name, '-bundle.pem'))
+        parts = [cert_pem(authority.found.cert) if authority.action == 'unchanged' else authority.path]
+        if authority.rotation == 'stage':
+            parts.append(self._file(name, '-next.pem'))
+        elif authority.rotation != 'switch' and os.path.exists(self._file(name, '-next.pem')):
+            parts.append(read_bytes(self._file(name, '-next.pem'))[0])
+        if authority.rotation == 'switch':
+            # the old CA: kept by an earlier, interrupted switch, or still the current one
+            kept = self._file(name, '-previous.pem')
+            parts.append(read_bytes(kept if os.path.exists(kept) else authority.path)[0])
+        elif authority.rotation != 'finish' and os.path.exists(self._file(name, '-previous.pem')):
+            parts.append(read_bytes(self._file(name, '-previous.pem'))[0])
+        item.parts = parts
+        current = read_bytes(item.path)[0]
+        if any(isinstance(p, str) for p in parts) or current != b''.join(parts):
+            item.action = 'created' if current is None else 'written'
+            item.reasons = ['the trust bundle holds %d CA(s)' % len(parts)]
+        return item
+
+    def _apply_rotation(self, item):
+        """Move an authority's files for its rotation step; an interrupted move is finished by the next run."""
+        name = item.name
+        if item.rotation == 'stage':
+            key = item.spec['key'].generate()
+            cert = build_authority(item.spec, key, self.now)
+            write_atomic(self._file(name, '-next-key.pem'), key_pem(key), KEY_MODE, durable=True)
+            write_atomic(self._file(name, '-next.pem'), cert_pem(cert), CERT_MODE, durable=True)
+        elif item.rotation == 'switch':
+            # the old CA is kept first (once: an earlier, interrupted switch may have kept it already)
+            if not os.path.exists(self._file(name, '-previous.pem')):
+                write_atomic(self._file(name, '-previous-key.pem'), read_bytes(item.key_path)[0], KEY_MODE,
+                             durable=True)
+                write_atomic(self._file(name, '-previous.pem'), read_bytes(item.path)[0], CERT_MODE, durable=True)
+            write_atomic(item.key_path, read_bytes(self._file(name, '-next-key.pem'))[0], KEY_MODE, durable=True)
+            write_atomic(item.path, read_bytes(self._file(name, '-next.pem'))[0], CERT_MODE, durable=True)
+            os.unlink(self._file(name, '-next.pem'))
+            os.unlink(self._file(name, '-next-key.pem'))
+        elif item.rotation == 'finish':
+            stamp = self.now.strftime('%Y%m%dT%H%M%SZ')
+            os.replace(self._file(name, '-previous-key.pem'), self._file(name, '-retired-%s-key.pem' % stamp))
+            os.replace(self._file(name, '-previous.pem'), self._file(name, '-retired-%s.pem' % stamp))
+
     # -- applying ---------------------------------------------------------
 
     def _write_key(self, path, key):
@@ -819,6 +952,8 @@ class PKI:
             os.chmod(self.path, DIR_MODE)
         signers = {}
         for item in self.items['authorities']:
+            if item.rotation is not None:
+                self._apply_rotation(item)
             if item.action == 'unchanged':
                 signers[item.name] = Signer(item.found.cert, item.found.key)
                 if item.fix_key_mode:
@@ -831,6 +966,11 @@ class PKI:
             write_atomic(item.path, cert_pem(cert), CERT_MODE, durable=True)
             item.not_after = not_after(cert)
             signers[item.name] = Signer(cert, key)
+
+        for item in self.items['bundles']:
+            if item.action != 'unchanged':
+                parts = [read_bytes(p)[0] if isinstance(p, str) else p for p in item.parts]
+                write_atomic(item.path, b''.join(parts), CERT_MODE, durable=self.durable)
 
         for item in self.items['certificates']:
             if item.action == 'unchanged':
@@ -876,6 +1016,10 @@ class PKI:
                 if not item.changes:
                     continue
                 label = '%s/%s' % (kind, item.name)
+                if item.kind == 'bundle':
+                    before.append('%s: %s' % (label, 'absent' if item.action == 'created' else 'other certificates'))
+                    after.append('%s: %s (%s)' % (label, item.action, '; '.join(item.reasons)))
+                    continue
                 found = item.found
                 if item.kind == 'keypair':
                     state = 'key %s, public key %s' % (found.key_state, found.pub_state)

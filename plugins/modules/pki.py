@@ -15,6 +15,9 @@ description:
   - Each authority is written as C(<name>.pem) and C(<name>-key.pem); each certificate as
     C(<name>.pem) and C(<name>-key.pem); each key pair as C(<name>-key.pem) and C(<name>.pub)
     (PEM SubjectPublicKeyInfo, as used for service account token signing).
+  - Each authority also gets C(<name>-bundle.pem), the CA certificates to trust: the current one,
+    plus during a rotation (O(rotation)) the staged or the previous one. Hosts are given the bundle,
+    never the CA alone, so that a rotation only changes its content.
   - Private keys are written with mode C(0600) and certificates with C(0644), each atomically
     (temporary file and rename). The directory is created with mode C(0700) when missing.
   - A certificate is created when missing and re-issued, with a reason, when its certificate or
@@ -162,6 +165,25 @@ options:
     type: list
     elements: str
     default: []
+  reissue_within_days:
+    description:
+      - Also re-issue, on this run, every certificate that expires within this many days, however long
+        its lifetime (unlike O(renew_before_days), which applies to every run). V(0) asks for nothing.
+    type: int
+    default: 0
+  rotation:
+    description:
+      - One step of replacing every authority without downtime; each step is re-runnable, and asking
+        for one out of order fails naming the step that comes first.
+      - V(stage) makes a new CA as C(<name>-next.pem) (and key) beside each current one; both are
+        trusted (C(<name>-bundle.pem)), the old one still signs.
+      - V(switch) makes the staged CA the current one (it signs from now on, so every certificate is
+        re-issued by it, keys kept) and keeps the old one trusted as C(<name>-previous.pem).
+      - V(finish) drops the old CA from the bundle; its files are kept as C(<name>-retired-<time>).
+      - V(none) (the default) changes no authority; a staged or previous CA stays trusted.
+    type: str
+    choices: [none, stage, switch, finish]
+    default: none
   regenerate_authorities:
     description:
       - Allow replacing an existing authority that is broken, differs from the request or
@@ -229,7 +251,8 @@ authorities:
       not_after: "2035-06-01T12:00:00Z"
   contains:
     action:
-      description: C(created), C(reissued) or C(unchanged).
+      description: C(created), C(reissued) or C(unchanged); for an authority also the rotation step it took
+        (C(stage), C(switch), C(finish)).
       type: str
     reason:
       description: Why it was created or re-issued (reasons joined with C(; )), or C(up to date).
@@ -267,6 +290,20 @@ keypairs:
       path: /srv/pki/service-account.pub
       key_path: /srv/pki/service-account-key.pem
       not_after: null
+bundles:
+  description:
+    - Outcome per authority's trust bundle (C(<name>-bundle.pem)), with the same keys as RV(authorities)
+      plus C(certificates), how many CA certificates it holds; C(key_path) and C(not_after) are null.
+  returned: always
+  type: dict
+  sample:
+    ca:
+      action: written
+      reason: the trust bundle holds 2 CA(s)
+      path: /srv/pki/ca-bundle.pem
+      key_path: null
+      not_after: null
+      certificates: 2
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
@@ -322,6 +359,8 @@ def argument_spec():
         'renew_before_days': {'type': 'int', 'default': 30},
         'regenerate_authorities': {'type': 'bool', 'default': False},
         'reissue': {'type': 'list', 'elements': 'str', 'default': []},
+        'reissue_within_days': {'type': 'int', 'default': 0},
+        'rotation': {'type': 'str', 'default': 'none', 'choices': ['none', 'stage', 'switch', 'finish']},
     }
 
 
@@ -339,6 +378,8 @@ def main():
             renew_before_days=params['renew_before_days'],
             regenerate_authorities=params['regenerate_authorities'],
             reissue=params['reissue'],
+            reissue_within_days=params['reissue_within_days'],
+            rotation=params['rotation'],
         ).plan()
         if not module.check_mode:
             pki.apply()

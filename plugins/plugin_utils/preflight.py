@@ -28,6 +28,7 @@ from collections import namedtuple
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.hardway.kubernetes.plugins.filter import cert_manager as cert_manager_filters
+from ansible_collections.hardway.kubernetes.plugins.filter import upgrade as upgrade_filters
 from ansible_collections.hardway.kubernetes.plugins.module_utils import flannel_config as flannel_rules
 
 try:
@@ -755,15 +756,18 @@ def cluster_problems(hosts, groups, settings):
         add('host', host, 'did not answer (unreachable or facts not gathered): every host must be reachable',
             host)
 
-    # Cluster-wide values must be the same on every host.
+    # Cluster-wide values must be the same on every host; version pins may differ within the
+    # version-skew policy (one node ahead of the others, say), checked below.
     for var in sorted(settings):
-        if var in ('cluster_node_address', 'cluster_node_name'):
+        if var in ('cluster_node_address', 'cluster_node_name', 'cluster_versions'):
             continue
         differing = sorted(h for h, data in hosts.items()
                            if var in data.get('values', {}) and data['values'][var] != settings[var])
         if differing:
             add(var, settings[var], 'is cluster-wide but differs on %s: set it once for every host (group_vars/all)'
                 % ', '.join(differing))
+
+    out += version_skew_problems(hosts, groups, settings)
 
     pod_cidr = settings.get('cluster_pod_cidr')
     service_cidr = settings.get('cluster_service_cidr')
@@ -894,6 +898,32 @@ def _as_network(cidr):
     if not isinstance(cidr, str) or _ipv4_network(cidr):
         return None
     return ipaddress.IPv4Network(cidr)
+
+
+def version_skew_problems(hosts, groups, settings):
+    """The Kubernetes version each host is pinned to (its cluster_versions over the collection's pins), held
+    against the version-skew policy across hosts: a kubelet newer than an API server or more than three
+    minors older, API servers more than one minor apart (the running versions are upgrade.yml's to check)."""
+    default = (settings.get('cluster_default_versions') or {}).get('kubernetes')
+    planes = set(groups.get(settings.get('cluster_control_plane_group')) or [])
+    pods = set(_pod_hosts(groups, settings))
+    records, pinned = [], {}
+    for host, data in sorted(hosts.items()):
+        versions = data.get('values', {}).get('cluster_versions')
+        version = (versions or {}).get('kubernetes') if isinstance(versions, dict) else None
+        version = version or default
+        if not isinstance(version, str) or not re.match(r'^\d+\.\d+\.\d+$', version):
+            continue  # a malformed pin is the host's own problem, reported with its inputs
+        pinned[host] = versions
+        records.append({'host': host, 'node': host, 'control_plane': host in planes, 'etcd': False,
+                        'nodes': host in pods, 'target': {'kubernetes': version}, 'binaries': {}, 'stale': [],
+                        'api': {}})
+    out = []
+    for message in upgrade_filters.skew_problems(records):
+        host = message.split(':', 1)[0]
+        out.append(Problem('cluster_versions', pinned.get(host, {}), message.split(': ', 1)[1]
+                           if host in pinned else message, host if host in pinned else None))
+    return out
 
 
 def _pod_hosts(groups, settings):

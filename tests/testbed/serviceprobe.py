@@ -7,6 +7,7 @@ answers for 5 s more once told to stop, while kube-proxy on every node drops it.
 `ServiceProbe(on, url)` starts a small Python loop on the lab host ``on`` (it runs there, not
 through one `docker exec` per request, so that the machine's load does not count as failures):
 each request has a one-second timeout and its outcome goes to a file on the host, one line each.
+Counting begins once the Service has answered five times in a row.
 `stop()` ends the loop and says how many requests were made and failed, the longest run of
 failures in seconds, and which backends answered (agnhost's /hostname).
 """
@@ -14,6 +15,7 @@ failures in seconds, and which backends answered (agnhost's /hostname).
 from __future__ import annotations
 
 import subprocess
+import time
 
 LOOP = r"""
 import sys, time, urllib.request
@@ -29,6 +31,8 @@ with open(out, 'a', buffering=1) as log:
         time.sleep(max(0.0, every - (time.time() - start)))
 """
 SCRIPT = "/run/hardway-probe.py"
+# matches the loop's command line, not that of the shell that runs pkill
+PATTERN = "[/]run/hardway-probe.py"
 WORKLOAD = """
 apiVersion: v1
 kind: Namespace
@@ -123,17 +127,28 @@ class ServiceProbe:
     def __init__(self, on: str, url: str, every: float = 0.2):
         self.on, self.url, self.every = on, url, every
 
-    def start(self) -> ServiceProbe:
+    def start(self, settle: int = 5, timeout: float = 60) -> ServiceProbe:
+        """Start the loop and return once the Service has answered ``settle`` times in a row (a Service
+        created a moment ago may not be in every node's rules yet); only what follows is counted."""
         _exec(self.on, "sh", "-c", f"cat > {SCRIPT}; rm -f {LOG}", stdin=LOOP)
         _exec(self.on, "python3", SCRIPT, self.url, LOG, str(self.every), detach=True)
-        return self
+        self.skip = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = _exec(self.on, "sh", "-c", f"cat {LOG} 2>/dev/null || true").splitlines()
+            if len(lines) >= settle and all(" ok " in line for line in lines[-settle:]):
+                self.skip = len(lines)
+                return self
+            time.sleep(0.5)
+        raise AssertionError(f"the Service at {self.url} did not answer {settle} times in a row from {self.on} "
+                             f"within {timeout:g} s")
 
     def stop(self) -> dict:
-        _exec(self.on, "sh", "-c", f"pkill -f {SCRIPT} || true")
-        return summarise(_exec(self.on, "cat", LOG).splitlines())
+        _exec(self.on, "sh", "-c", f"pkill -f '{PATTERN}' || true")
+        return summarise(_exec(self.on, "cat", LOG).splitlines()[self.skip:])
 
     def __enter__(self) -> ServiceProbe:
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        subprocess.run(["docker", "exec", self.on, "pkill", "-f", SCRIPT], capture_output=True, check=False)
+        subprocess.run(["docker", "exec", self.on, "pkill", "-f", PATTERN], capture_output=True, check=False)

@@ -18,6 +18,7 @@ def test_registered():
     ('pki', None, STATE + '/pki'),
     ('kubeconfigs', None, STATE + '/kubeconfigs'),
     ('cert', 'kubernetes-ca', STATE + '/pki/kubernetes-ca.pem'),
+    ('bundle', 'kubernetes-ca', STATE + '/pki/kubernetes-ca-bundle.pem'),
     ('key', 'kubelet-w1', STATE + '/pki/kubelet-w1-key.pem'),
     ('pub', 'service-account', STATE + '/pki/service-account.pub'),
     ('kubeconfig', 'kube-proxy', STATE + '/kubeconfigs/kube-proxy.kubeconfig'),
@@ -52,7 +53,8 @@ def test_credential_files_paths_and_modes():
     items = [{'ca': 'kubernetes-ca'}, {'cert': 'kubelet-w1'}, {'key': 'service-account'},
              {'pub': 'service-account'}, {'kubeconfig': 'kubelet-w1', 'as': 'kubelet'}, {'kubeconfig': 'kube-proxy'}]
     assert S.credential_files(items, STATE, '/etc/kubernetes/pki/', '/etc/kubernetes') == [
-        {'src': STATE + '/pki/kubernetes-ca.pem', 'dest': '/etc/kubernetes/pki/kubernetes-ca.pem', 'mode': '0644'},
+        {'src': STATE + '/pki/kubernetes-ca-bundle.pem', 'dest': '/etc/kubernetes/pki/kubernetes-ca.pem',
+         'mode': '0644'},
         {'src': STATE + '/pki/kubelet-w1.pem', 'dest': '/etc/kubernetes/pki/kubelet-w1.pem', 'mode': '0644'},
         {'src': STATE + '/pki/kubelet-w1-key.pem', 'dest': '/etc/kubernetes/pki/kubelet-w1-key.pem', 'mode': '0600'},
         {'src': STATE + '/pki/service-account-key.pem', 'dest': '/etc/kubernetes/pki/service-account-key.pem',

@@ -83,6 +83,7 @@ def test_creates_everything_with_modes(tmp_path):
     expected = {
         'ca.pem': 0o644,
         'ca-key.pem': 0o600,
+        'ca-bundle.pem': 0o644,  # what is trusted: the CA alone, until it is rotated
         'admin.pem': 0o644,
         'admin-key.pem': 0o600,
         'apiserver.pem': 0o644,
@@ -696,3 +697,100 @@ def test_reissue_on_request_keeps_keys_and_leaves_the_rest(pkidir):
 def test_reissue_refuses_unknown_names(pkidir):
     with pytest.raises(P.PKIError, match='not requested: nope'):
         run(pkidir, reissue=['nope'])
+
+
+def test_reissue_within_days_takes_what_expires_that_soon_whatever_its_lifetime(pkidir):
+    assert not run(pkidir, reissue_within_days=300, check=True).changed
+    pki = run(pkidir, reissue_within_days=400)
+    assert {a for a, _ in actions(pki).values()} == {'reissued'}
+    assert actions(pki)['admin'][1].startswith('re-issue asked for what expires within 400 days (')
+    assert actions(pki, 'authorities')['ca'][0] == 'unchanged'
+    with pytest.raises(P.PKIError, match='reissue_within_days must be a non-negative integer'):
+        run(pkidir, reissue_within_days=-1)
+
+
+# --------------------------------------------------------------------------
+# Rotating an authority
+
+def bundle_subjects(path):
+    """(serial of each CA in the bundle), in order."""
+    data = (path / 'ca-bundle.pem').read_bytes()
+    return [c.serial_number for c in x509.load_pem_x509_certificates(data)]
+
+
+def test_rotation_stages_switches_and_finishes_and_each_step_is_rerunnable(pkidir):
+    old = load_cert(pkidir / 'ca.pem')
+    admin_before = load_cert(pkidir / 'admin.pem')
+    assert bundle_subjects(pkidir) == [old.serial_number]
+
+    # 1. stage: a new CA, trusted beside the old one; nothing is signed by it yet
+    staged = run(pkidir, rotation='stage')
+    assert actions(staged, 'authorities')['ca'] == ('stage', 'a new CA is staged as ca-next (trusted in '
+                                                    'ca-bundle.pem, not signing yet)')
+    assert actions(staged)['admin'][0] == 'unchanged'
+    new = load_cert(pkidir / 'ca-next.pem')
+    assert bundle_subjects(pkidir) == [old.serial_number, new.serial_number]
+    assert load_cert(pkidir / 'ca.pem').serial_number == old.serial_number
+    assert not run(pkidir, rotation='stage').changed  # re-run: staged already
+    assert not run(pkidir).changed  # a normal run keeps the staged CA and the bundle
+
+    # 2. switch: the new CA signs, every certificate is re-issued by it (keys kept), the old one stays trusted
+    switched = run(pkidir, rotation='switch')
+    assert actions(switched, 'authorities')['ca'][0] == 'switch'
+    assert actions(switched)['admin'] == ('reissued', P.NOT_SIGNED)
+    assert load_cert(pkidir / 'ca.pem').serial_number == new.serial_number
+    assert load_cert(pkidir / 'ca-previous.pem').serial_number == old.serial_number
+    assert not (pkidir / 'ca-next.pem').exists() and not (pkidir / 'ca-next-key.pem').exists()
+    assert bundle_subjects(pkidir) == [new.serial_number, old.serial_number]
+    admin = load_cert(pkidir / 'admin.pem')
+    assert admin.issuer == new.subject and admin.serial_number != admin_before.serial_number
+    assert P.signed_by(admin, new)
+    assert not run(pkidir, rotation='switch').changed  # re-run: switched already
+
+    # 3. finish: only the new CA is trusted; the old one's files are kept aside, never deleted
+    finished = run(pkidir, rotation='finish')
+    assert actions(finished, 'authorities')['ca'][0] == 'finish'
+    assert bundle_subjects(pkidir) == [new.serial_number]
+    assert not (pkidir / 'ca-previous.pem').exists()
+    retired = sorted(p.name for p in pkidir.glob('ca-retired-*'))
+    assert len(retired) == 2 and retired[0].endswith('-key.pem')
+    assert not run(pkidir, rotation='finish').changed
+    assert not run(pkidir).changed
+
+
+def test_rotation_steps_out_of_order_are_refused_naming_the_step_first(pkidir):
+    with pytest.raises(P.PKIError, match='no CA is staged to switch to .* run the stage step first'):
+        run(pkidir, rotation='switch', check=True)
+    run(pkidir, rotation='stage')
+    with pytest.raises(P.PKIError, match='does not sign yet: run the switch step before finishing'):
+        run(pkidir, rotation='finish', check=True)
+    run(pkidir, rotation='switch')
+    with pytest.raises(P.PKIError, match='the last rotation is not finished'):
+        run(pkidir, rotation='stage', check=True)
+    with pytest.raises(P.PKIError, match='exclude each other'):
+        run(pkidir, rotation='finish', regenerate_authorities=True, check=True)
+    with pytest.raises(P.PKIError, match='rotation must be one of'):
+        run(pkidir, rotation='sideways', check=True)
+
+
+def test_rotation_in_check_mode_writes_nothing(pkidir):
+    before = snapshot(pkidir)
+    pki = run(pkidir, rotation='stage', check=True)
+    assert pki.changed and actions(pki, 'bundles')['ca'][0] == 'written'
+    assert snapshot(pkidir) == before
+
+
+def test_an_interrupted_switch_is_finished_by_the_next_run(pkidir):
+    old = load_cert(pkidir / 'ca.pem')
+    run(pkidir, rotation='stage')
+    new = load_cert(pkidir / 'ca-next.pem')
+    # the run stopped after keeping the old CA and moving the new one in, before removing the staged files
+    shutil.copy(pkidir / 'ca.pem', pkidir / 'ca-previous.pem')
+    shutil.copy(pkidir / 'ca-key.pem', pkidir / 'ca-previous-key.pem')
+    shutil.copy(pkidir / 'ca-next-key.pem', pkidir / 'ca-key.pem')
+    shutil.copy(pkidir / 'ca-next.pem', pkidir / 'ca.pem')
+    run(pkidir, rotation='switch')
+    assert load_cert(pkidir / 'ca.pem').serial_number == new.serial_number
+    assert load_cert(pkidir / 'ca-previous.pem').serial_number == old.serial_number
+    assert P.key_matches_cert(P.load_private_key((pkidir / 'ca-previous-key.pem').read_bytes())[0], old)
+    assert bundle_subjects(pkidir) == [new.serial_number, old.serial_number]

@@ -291,3 +291,22 @@ def test_addons_issuer_fields_checked_as_the_role_renders_them():
     var, _value, rule = problems[0]
     assert var == 'cert_manager_cluster_issuers'
     assert 'item 1 (letsencrypt), field email' in rule, rule
+
+
+def test_version_pins_may_differ_by_host_within_the_skew_policy():
+    groups = {'control_plane': ['cp1'], 'etcd': ['cp1'], 'workers': ['w1', 'w2']}
+    settings = {'cluster_control_plane_group': 'control_plane', 'cluster_etcd_group': 'etcd',
+                'cluster_worker_group': 'workers', 'cluster_default_versions': {'kubernetes': '1.37.1'}}
+
+    def problems(w2):
+        hosts = {'cp1': {'values': {'cluster_versions': {'kubernetes': '1.36.5'}}, 'reachable': True},
+                 'w1': {'values': {'cluster_versions': {'kubernetes': '1.36.5'}}, 'reachable': True},
+                 'w2': {'values': {'cluster_versions': w2}, 'reachable': True}}
+        return checks.render(checks.cluster_problems(hosts, groups, dict(settings, cluster_versions={})), list(hosts))
+
+    assert problems({'kubernetes': '1.36.3'}) == []  # a patch apart, or a minor behind: allowed
+    assert problems({'kubernetes': '1.37.1'}) == [
+        "host w2: cluster_versions = {'kubernetes': '1.37.1'}: its kubelet would be 1.37.1, newer than the API "
+        "server of cp1 (1.36.5): a kubelet may not be newer than any API server"]
+    # no pin of its own: the collection's (1.37.1), newer than the control plane's
+    assert len(problems({})) == 1 and 'its kubelet would be 1.37.1' in problems({})[0]

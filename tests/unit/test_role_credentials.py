@@ -45,6 +45,11 @@ NODE = {'pki/' + f: '/etc/kubernetes/pki/' + f for f in (
 NODE.update({'kubeconfigs/kubelet-n.kubeconfig': '/etc/kubernetes/kubelet.kubeconfig',
              'kubeconfigs/kube-proxy.kubeconfig': '/etc/kubernetes/kube-proxy.kubeconfig'})
 SYSTEMD_DNS = {'kubeconfigs/coredns.kubeconfig': '/etc/kubernetes/coredns.kubeconfig'}
+# The same host files, each CA now from its trust bundle (which holds two CAs during a rotation).
+for _files in (CONTROL_PLANE, ETCD, NODE):
+    for _ca in ('kubernetes-ca', 'etcd-ca', 'front-proxy-ca'):
+        if f'pki/{_ca}.pem' in _files:
+            _files[f'pki/{_ca}-bundle.pem'] = _files.pop(f'pki/{_ca}.pem')
 
 
 def load(path):

@@ -194,11 +194,11 @@ class HostVars(dict):
 
 
 def test_upgrade_records_reads_pins_roles_and_what_was_read():
-    hostvars = HostVars(cp1={'cluster_is_control_plane': True, 'cluster_is_etcd': True, 'cluster_runs_pods': False,
-                             'cluster_pins': {'kubernetes': '1.37.1'},
+    hostvars = HostVars(cp1={'_upgrade_self': {'node': 'cp1', 'control_plane': True, 'etcd': True, 'nodes': False,
+                                               'target': {'kubernetes': '1.37.1'}},
                              '_upgrade_running': {'binaries': {'etcd': '3.6.16'}, 'stale': [], 'api': {}}},
-                        w1={'cluster_node_name': 'node-1', 'cluster_runs_pods': True,
-                            'cluster_pins': {'kubernetes': '1.37.1'}, '_upgrade_running': {'binaries': {}}})
+                        w1={'_upgrade_self': {'node': 'node-1', 'nodes': True, 'target': {'kubernetes': '1.37.1'}},
+                            '_upgrade_running': {'binaries': {}}})
     got = U.upgrade_records(['cp1', 'w1'], hostvars)
     assert got[0]['control_plane'] and got[0]['etcd'] and not got[0]['nodes']
     assert got[1]['node'] == 'node-1' and got[1]['nodes'] and got[1]['stale'] == []

@@ -87,7 +87,8 @@ def test_a_worker_pinned_newer_than_the_api_server_is_refused_before_any_change(
         overlay.flush()
         rc, out, _ = upgrade("-i", overlay.name)
     assert rc != 0
-    assert (f"{WORKERS[1]}: its kubelet would be {NEW}, newer than the API server of {CP} ({OLD})") in out, out[-3000:]
+    assert (f"host {WORKERS[1]}: cluster_versions = {{'kubernetes': '{NEW}'}}: its kubelet would be {NEW}, newer "
+            f"than the API server of {CP} ({OLD})") in out, out[-3000:]
     assert "nothing has been changed" in out
     assert all(count == 0 for count in changed(out).values()), out[-3000:]
     assert binaries() == before
