@@ -117,8 +117,8 @@ def _step_problems(record, pin, binaries, running_of):
                             % (record['host'], binary, have, label, target))
         elif want[0] != now[0] or want[1] > now[1] + 1:
             problems.append('%s: %s runs %s and %s is %s: that skips a minor version; upgrade one minor at a time '
-                            '(first to a %d.%d release)' % (record['host'], binary, have, label, target, now[0],
-                                                             now[1] + 1))
+                            '(first to a %d.%d release)'
+                            % (record['host'], binary, have, label, target, now[0], now[1] + 1))
     return problems
 
 
@@ -160,9 +160,8 @@ def skew_problems(records):
         running = _running_kubelet(record, api_nodes)
         if running and _minor(running) > oldest_minor:
             problems.append('%s: its kubelet runs %s, newer than the %s the control plane of %s is pinned to: the '
-                            'control plane may not be older than the nodes' % (record['host'], running,
-                                                                            oldest['target']['kubernetes'],
-                                                                            oldest['host']))
+                            'control plane may not be older than the nodes'
+                            % (record['host'], running, oldest['target']['kubernetes'], oldest['host']))
         elif running and (_minor(running)[0] != oldest_minor[0]
                           or _minor(running)[1] < oldest_minor[1] - NODE_MAX_MINORS_BEHIND):
             problems.append('%s: its kubelet runs %s; once the control plane of %s runs %s it would be more than %d '

@@ -10,7 +10,7 @@ module: certificates_info
 short_description: List every certificate on a host with its expiry and days left
 description:
   - Finds every certificate in the C(*.pem) files and in the kubeconfigs (C(*.kubeconfig), or a file
-    named C(kubeconfig)) under O(paths): a bundle counts each of its certificates, a kubeconfig its
+    named C(kubeconfig)) under O(paths). A bundle counts each of its certificates, a kubeconfig its
     authority and client certificate. Private keys are never read.
   - Returns, for each, where it is, its subject and issuer, its serial number, when it expires and
     how many whole days are left.
@@ -29,9 +29,11 @@ attributes:
     description: Reads only, the same in check mode.
   diff_mode:
     support: none
+    description: It reads only; RV(certificates) says what it found.
   platform:
     support: full
     platforms: posix
+    description: Any host with Python 3.
 """
 
 EXAMPLES = r"""

@@ -15,8 +15,8 @@ description:
   - Each authority is written as C(<name>.pem) and C(<name>-key.pem); each certificate as
     C(<name>.pem) and C(<name>-key.pem); each key pair as C(<name>-key.pem) and C(<name>.pub)
     (PEM SubjectPublicKeyInfo, as used for service account token signing).
-  - Each authority also gets C(<name>-bundle.pem), the CA certificates to trust: the current one,
-    plus during a rotation (O(rotation)) the staged or the previous one. Hosts are given the bundle,
+  - Each authority also gets C(<name>-bundle.pem), the CA certificates to trust, that is the current
+    one, plus during a rotation (O(rotation)) the staged or the previous one. Hosts are given the bundle,
     never the CA alone, so that a rotation only changes its content.
   - Private keys are written with mode C(0600) and certificates with C(0644), each atomically
     (temporary file and rename). The directory is created with mode C(0700) when missing.

@@ -15,7 +15,7 @@ description:
     host.
   - Reloads systemd's configuration first when a unit file changed on disk since systemd last read
     it (C(NeedDaemonReload=yes)), so that a start uses the file as it is now.
-  - Never restarts a running service, except with O(restart_replaced): restarts on configuration
+  - Never restarts a running service, except with O(restart_replaced); restarts on configuration
     changes are for handlers.
   - Finds, for every running unit, whether its main process still runs a binary that has been
     replaced on disk since it started (C(/proc/PID/exe) names a deleted file). With

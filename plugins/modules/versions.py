@@ -53,9 +53,11 @@ attributes:
     description: Reads only, the same in check mode.
   diff_mode:
     support: none
+    description: It reads only; RV(binaries) says what it found.
   platform:
     support: full
     platforms: posix
+    description: Any host with Python 3.
 notes:
   - An API server that does not answer is not an error; RV(api.problem) says what happened.
 """

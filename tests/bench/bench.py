@@ -23,7 +23,9 @@
    previous Kubernetes minor (UPGRADE_FROM, built into the mirror first), a
    2-replica Deployment behind a Service and a PodDisruptionBudget, then
    playbooks/upgrade.yml to the pins while a worker host asks the Service
-   every 0.2 s: the upgrade's seconds and the requests made and failed;
+   every 0.2 s: the upgrade's seconds and the requests made and failed; then
+   the three steps of a CA rotation (certificates.yml rotate_ca) under the
+   same probe;
 10. the Ansible settings used and the machine's core count.
 
 It reports; it never fails on a slow machine. Targets are printed beside the
@@ -259,6 +261,20 @@ def rolling_upgrade() -> dict:
                    "longest_outage": asked["longest_outage"]})
     again = playbook(inventory, REPO / "playbooks" / "upgrade.yml", state, "upgrade-again")
     result.update({"again_seconds": again["wall"], "again_changed": again["changed"]})
+    # then the three steps of a CA rotation on the upgraded cluster, under the same probe
+    result["rotate"] = {"seconds": 0.0, "requests": 0, "failed": 0, "rc": 0}
+    for step in ("stage", "switch", "finish"):
+        probe = serviceprobe.ServiceProbe(f"{SET}-w1", f"http://{address}/hostname").start()
+        run = playbook(inventory, REPO / "playbooks" / "certificates.yml", state, f"rotate-{step}",
+                       ["-e", "certificates_action=rotate_ca", "-e", f"certificates_rotate_step={step}"])
+        time.sleep(1)
+        asked = probe.stop()
+        rotate = result["rotate"]
+        rotate.update({"seconds": round(rotate["seconds"] + run["wall"], 1),
+                       "requests": rotate["requests"] + asked["made"], "failed": rotate["failed"] + asked["failed"],
+                       "rc": rotate["rc"] or run["rc"]})
+        if run["rc"] != 0:
+            break
     return result
 
 
@@ -553,6 +569,11 @@ def print_table(r: dict) -> None:
             rows.append(("  upgrade.yml again: seconds / changed", f"{u['again_seconds']} / {u['again_changed']}",
                          "changed 0", "met" if u["again_changed"] == 0 else "MISSED"))
             rows.append(("  CPU s: machine / Ansible / cores x wall", cpu_text(u["cpu_seconds"]), "", ""))
+        if "rotate" in u:
+            ro = u["rotate"]
+            rows.append(("CA rotation, three steps (s)", ro["seconds"], "", "" if ro["rc"] == 0 else "FAILED"))
+            rows.append(("  Service asked every 0.2 s: requests / failed", f"{ro['requests']} / {ro['failed']}",
+                         "0 failed", mark(ro["failed"], 0)))
     if "pki" in r:
         p = r["pki"]
         for n in (3, 100, 1000):

@@ -83,6 +83,8 @@ def web_workload(namespace: str, image: str) -> str:
     """The manifests of the workload the probe asks (``kubectl apply -f -``); its URL is
     ``http://<the Service's cluster IP>/hostname``."""
     return WORKLOAD.format(ns=namespace, image=image)
+
+
 LOG = "/run/hardway-probe.log"
 
 

@@ -173,9 +173,9 @@ def test_pending_names_binaries_off_their_pins_stale_services_and_marked_nodes()
     cp = plane('cp1', '1.37.1', '1.37.1', api_nodes={'w1': '1.36.5', 'w2': '1.37.1', 'w3': '1.37.1'},
                binaries={'etcd': '3.6.16'})
     cp['api']['marked'] = ['w3']
+    w4 = record('w4', '1.37.1', {'kubelet': '1.37.1'}, nodes=True, stale=['kubelet'])
     records = [cp, worker('w1', '1.37.1', '1.37.1'), worker('w2', '1.37.1', '1.36.5'),
-               worker('w3', '1.37.1', '1.37.1'), record('w4', '1.37.1', {'kubelet': '1.37.1'}, nodes=True,
-                                                       stale=['kubelet'])]
+               worker('w3', '1.37.1', '1.37.1'), w4]
     pending = U.upgrade_pending(records)
     assert 'cp1' not in pending
     assert pending['w1'] == ['kubelet reports 1.36.5 to the API, pinned 1.37.1']
@@ -233,8 +233,8 @@ def test_certificates_are_found_in_pem_files_bundles_and_kubeconfigs_and_keys_ar
 
     from ansible_collections.hardway.kubernetes.plugins.module_utils import certinfo as C
 
-    ca, _ = _pem("kubernetes-ca", 3650)
-    old_ca, _ = _pem("kubernetes-ca-old", 10)
+    ca = _pem("kubernetes-ca", 3650)[0]
+    old_ca = _pem("kubernetes-ca-old", 10)[0]
     leaf, key = _pem("system:node:w1", 20, issuer="kubernetes-ca")
     (tmp_path / "pki").mkdir()
     (tmp_path / "pki" / "ca.pem").write_text(ca + old_ca)           # a bundle of two

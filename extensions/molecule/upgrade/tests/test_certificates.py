@@ -74,7 +74,7 @@ def test_check_lists_every_certificate_with_its_days_left():
 
 
 def test_check_fails_when_a_certificate_expires_within_the_warning_window():
-    rc, out, _ = playbook("certificates.yml", "-e", "certificates_warn_days=400")
+    rc, out, _seconds = playbook("certificates.yml", "-e", "certificates_warn_days=400")
     assert rc != 0
     for name in HOSTS:
         assert f"certificate(s) on {name} expire within 400 days" in out, name
@@ -110,7 +110,7 @@ def test_renew_reissues_every_leaf_while_the_service_answers(workload):
 
 
 def test_site_after_renew_changes_nothing():
-    rc, out, _ = playbook("site.yml")
+    rc, out, _seconds = playbook("site.yml")
     assert rc == 0, out[-3000:]
     counts = {m.group(1): int(m.group(3)) for m in RECAP.finditer(out)}
     assert set(counts) >= set(HOSTS) and all(c == 0 for c in counts.values()), counts

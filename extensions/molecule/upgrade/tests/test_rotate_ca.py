@@ -114,9 +114,9 @@ def step(url: str, name: str) -> str:
 
 
 def test_rotate_ca_needs_its_step_and_the_steps_in_order():
-    rc, out, _ = playbook("certificates.yml", *ROTATE)
+    rc, out, _seconds = playbook("certificates.yml", *ROTATE)
     assert rc != 0 and "needs certificates_rotate_step: stage (1), switch (2) or finish (3)" in out
-    rc, out, _ = playbook("certificates.yml", *ROTATE, "-e", "certificates_rotate_step=switch")
+    rc, out, _seconds = playbook("certificates.yml", *ROTATE, "-e", "certificates_rotate_step=switch")
     assert rc != 0 and "run the stage step first" in out
     assert all(int(m.group(3)) == 0 for m in RECAP.finditer(out))
 
@@ -160,7 +160,7 @@ def test_finish_drops_the_old_cas_and_the_old_admin_kubeconfig(workload):
 
 
 def test_site_after_the_rotation_changes_nothing():
-    rc, out, _ = playbook("site.yml")
+    rc, out, _seconds = playbook("site.yml")
     assert rc == 0, out[-3000:]
     counts = {m.group(1): int(m.group(3)) for m in RECAP.finditer(out)}
     assert set(counts) >= set(HOSTS) and all(c == 0 for c in counts.values()), counts

@@ -85,7 +85,7 @@ def test_a_worker_pinned_newer_than_the_api_server_is_refused_before_any_change(
     with tempfile.NamedTemporaryFile("w", suffix=".yml") as overlay:
         overlay.write(f"all:\n  hosts:\n    {WORKERS[1]}:\n      cluster_versions: {{kubernetes: \"{NEW}\"}}\n")
         overlay.flush()
-        rc, out, _ = upgrade("-i", overlay.name)
+        rc, out, _seconds = upgrade("-i", overlay.name)
     assert rc != 0
     assert (f"host {WORKERS[1]}: cluster_versions = {{'kubernetes': '{NEW}'}}: its kubelet would be {NEW}, newer "
             f"than the API server of {CP} ({OLD})") in out, out[-3000:]
@@ -136,7 +136,7 @@ def test_the_upgrade_again_changes_nothing():
 
 
 def test_going_back_a_minor_is_refused_before_any_change():
-    rc, out, _ = upgrade()  # the inventory still pins the older minor
+    rc, out, _seconds = upgrade()  # the inventory still pins the older minor
     assert rc != 0
     assert f"{CP}: kube-apiserver runs {NEW} and cluster_versions.kubernetes is {OLD}: that goes down a minor" in out
     assert all(count == 0 for count in changed(out).values()), out[-3000:]
