@@ -100,12 +100,12 @@ molecule: setup mirror
 test: setup mirror lint sanity unit integration testbed molecule
 	@echo "test: every suite passed"
 
-# Scenarios outside make test's CI budget: they need a second Kubernetes
-# version in the mirror (one more Go build of every Kubernetes binary).
+# Scenarios outside make test's CI budget: they need older versions in the
+# mirror (one more Go build of every Kubernetes binary, etcd and containerd).
 EXTENDED_SCENARIOS := upgrade
-UPGRADE_FROM := 1.36.5
+UPGRADE_FROM := kubernetes@1.36.5 etcd@3.6.15 containerd@2.3.6
 test-extended: setup mirror
-	@$(PY) tests/testbed/mirror.py build kubernetes@$(UPGRADE_FROM)
+	@$(PY) tests/testbed/mirror.py build $(UPGRADE_FROM)
 	@$(PY) tests/testbed/lab.py image
 	@mkdir -p "$(dir $(MOLECULE_LOG))"
 	@status=0; for s in $(EXTENDED_SCENARIOS); do \

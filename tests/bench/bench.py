@@ -20,7 +20,8 @@
 8. etcd backup and restore on that cluster: playbooks/etcd_backup.yml, then
    playbooks/etcd_restore.yml of that snapshot (confirmed), each timed;
 9. a rolling upgrade: a cold converge of 1 control plane + 2 workers at the
-   previous Kubernetes minor (UPGRADE_FROM, built into the mirror first), a
+   previous Kubernetes minor, etcd and containerd patch (UPGRADE_FROM, built
+   into the mirror first), a
    2-replica Deployment behind a Service and a PodDisruptionBudget, then
    playbooks/upgrade.yml to the pins while a worker host asks the Service
    every 0.2 s: the upgrade's seconds and the requests made and failed; then
@@ -58,8 +59,8 @@ CACHE = mirror.CACHE
 BENCH = CACHE / "bench"
 SET = "bench"
 TARGETS = {"cold": 120, "rerun": 30, "pki100": 2.0, "ratio": 20, "per_worker": 5}
-# The Kubernetes release the upgrade part starts from (make test-extended's too).
-UPGRADE_FROM = "1.36.5"
+# The releases the upgrade part starts from (make test-extended's too).
+UPGRADE_FROM = {"kubernetes": "1.36.5", "etcd": "3.6.15", "containerd": "2.3.6"}
 
 
 def ansible_env(extra: dict | None = None) -> dict:
@@ -229,9 +230,9 @@ def backup_restore(inventory: Path, state: Path) -> dict:
 # ----------------------------------------------------------------- upgrade
 def rolling_upgrade() -> dict:
     """A cluster at UPGRADE_FROM serving a Deployment, then upgrade.yml while a worker asks its Service."""
-    if mirror.cmd_build([f"kubernetes@{UPGRADE_FROM}"], force=False) != 0:
-        return {"rc": None, "error": f"Kubernetes {UPGRADE_FROM} did not build into the mirror"}
-    old = json.dumps({"cluster_versions": {"kubernetes": UPGRADE_FROM}})
+    if mirror.cmd_build([f"{name}@{version}" for name, version in UPGRADE_FROM.items()], force=False) != 0:
+        return {"rc": None, "error": f"{UPGRADE_FROM} did not build into the mirror"}
+    old = json.dumps({"cluster_versions": UPGRADE_FROM})
     lab.down(SET)
     lab.up(2, SET)
     state = BENCH / "state-upgrade"
@@ -239,8 +240,8 @@ def rolling_upgrade() -> dict:
         shutil.rmtree(state)
     inventory = lab_inventory(2)
     start = playbook(inventory, REPO / "playbooks" / "site.yml", state, "upgrade-from", ["-e", old])
-    result = {"from": UPGRADE_FROM, "to": mirror.load_versions()[0]["kubernetes"], "converge_rc": start["rc"],
-              "rc": None}
+    result = {"from": UPGRADE_FROM["kubernetes"], "to": mirror.load_versions()[0]["kubernetes"],
+              "converge_rc": start["rc"], "rc": None}
     if start["rc"] != 0:
         return result
     kubectl = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(state / "admin.kubeconfig")]
@@ -479,8 +480,8 @@ def main() -> int:
             net = lab.network_of(SET)[1]
             report["ha"]["loss"] = apiprobe.lose_host(f"{SET}-cp1", f"{net}.12", [f"{SET}-w1", f"{SET}-w2"])
     if "upgrade" in parts:
-        print(f"bench: rolling upgrade from Kubernetes {UPGRADE_FROM}, 1 control plane + 2 workers, while a "
-              "worker host asks a Service every 0.2 s", flush=True)
+        print(f"bench: rolling upgrade from Kubernetes {UPGRADE_FROM['kubernetes']}, 1 control plane + 2 workers, "
+              "while a worker host asks a Service every 0.2 s", flush=True)
         report["upgrade"] = rolling_upgrade()
     if "scale" in parts:
         report["scale"] = {}

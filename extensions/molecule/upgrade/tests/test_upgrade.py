@@ -1,11 +1,13 @@
-"""playbooks/upgrade.yml moves the lab cluster from Kubernetes 1.36.5 to the collection's pins.
+"""playbooks/upgrade.yml moves the lab cluster from Kubernetes 1.36.5 (etcd 3.6.15, containerd 2.3.6) to the
+collection's pins.
 
-1. The cluster runs 1.36.5 (every binary, every node).
+1. The cluster runs 1.36.5 (every binary, every node), etcd 3.6.15 and containerd 2.3.6.
 2. A worker pinned newer than the API server (a host variable) is refused in the first play,
    naming the host and both versions; nothing changes.
 3. The upgrade, with a 2-replica Deployment behind a Service and a PodDisruptionBudget asked every
    0.2 s from a worker host the whole time: at most 1% of the requests fail (the goal is none);
-   afterwards every binary and every node reports the new version, no node is left cordoned and
+   afterwards every binary (etcd and containerd too) and every node reports the new version, no node is
+   left cordoned and
    both replicas serve.
 4. The same upgrade again changes nothing.
 5. Going back a minor (the inventory still pins 1.36.5) is refused before any change.
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,6 +50,9 @@ NS = "hardway-upgrade"
 TO_PINS = json.dumps({"cluster_versions": {}})
 BINARIES = {CP: ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"],
             **{w: ["kubelet", "kube-proxy"] for w in WORKERS}}
+# the older patches the scenario starts from, and the pins it goes to
+OLD_OTHERS = {"etcd": "3.6.15", "containerd": "2.3.6"}
+OTHERS = {CP: ["etcd"], **{w: ["containerd"] for w in WORKERS}}
 
 
 def upgrade(*extra: str, timeout: int = 1800) -> tuple[int, str, float]:
@@ -59,11 +65,15 @@ def upgrade(*extra: str, timeout: int = 1800) -> tuple[int, str, float]:
 def version_of(name: str, binary: str) -> str:
     out = host(name).check_output(f"/usr/local/bin/{binary} " + ("version --client" if binary == "kubectl"
                                                                  else "--version"))
-    return out.split("v", 1)[1].split()[0] if "v" in out else out
+    return re.search(r"(\d+\.\d+\.\d+)", out).group(1)
 
 
 def binaries() -> dict[str, dict[str, str]]:
     return {name: {b: version_of(name, b) for b in names} for name, names in BINARIES.items()}
+
+
+def others() -> dict[str, dict[str, str]]:
+    return {name: {b: version_of(name, b) for b in names} for name, names in OTHERS.items()}
 
 
 def node_versions() -> dict[str, str]:
@@ -78,6 +88,7 @@ def changed(output: str) -> dict[str, int]:
 def test_the_cluster_runs_the_older_version():
     assert binaries() == {name: dict.fromkeys(names, OLD) for name, names in BINARIES.items()}
     assert set(node_versions().values()) == {f"v{OLD}"}
+    assert others() == {name: {b: OLD_OTHERS[b] for b in names} for name, names in OTHERS.items()}
 
 
 def test_a_worker_pinned_newer_than_the_api_server_is_refused_before_any_change():
@@ -118,6 +129,7 @@ def test_the_upgrade_keeps_the_service_answering(workload):
     assert not result["failed_at_end"]
     assert binaries() == {name: dict.fromkeys(names, NEW) for name, names in BINARIES.items()}
     assert set(node_versions().values()) == {f"v{NEW}"}
+    assert others() == {name: {b: PINS[b] for b in names} for name, names in OTHERS.items()}
     nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
     assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
     assert not [n["metadata"]["name"] for n in nodes
