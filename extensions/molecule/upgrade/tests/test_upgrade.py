@@ -9,7 +9,9 @@ collection's pins.
    afterwards every binary (etcd and containerd too) and every node reports the new version, no node is
    left cordoned and
    both replicas serve.
-4. The same upgrade again changes nothing.
+4. An interrupted run (a service still running a replaced binary, a node left cordoned with the
+   upgrade's mark) is finished by the next one; a node cordoned by someone else stays cordoned. The
+   same upgrade again changes nothing.
 5. Going back a minor (the inventory still pins 1.36.5) is refused before any change.
 """
 
@@ -137,6 +139,33 @@ def test_the_upgrade_keeps_the_service_answering(workload):
     server = json.loads(kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"]
     assert server == f"v{NEW}"
     kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=120s", timeout=150)
+
+
+def test_an_interrupted_upgrade_is_finished_by_the_next_run():
+    """As a run stopped half-way leaves them: a binary replaced under a running kube-proxy on one worker,
+    the other worker cordoned with the upgrade's mark; and a node cordoned by someone else stays so."""
+    kube_proxy = WORKERS[1]
+    pid = host(kube_proxy).check_output("systemctl show -p MainPID --value kube-proxy")
+    host(kube_proxy).check_output("cp -p /usr/local/bin/kube-proxy /usr/local/bin/.kube-proxy.new && "
+                                  "mv /usr/local/bin/.kube-proxy.new /usr/local/bin/kube-proxy")
+    kubectl("annotate", "--overwrite", "node", WORKERS[0], "hardway.kubernetes/upgrade=cordoned")
+    kubectl("cordon", WORKERS[0])
+    rc, out, _seconds = upgrade("-e", TO_PINS)
+    assert rc == 0, out[-3000:]
+    counts = changed(out)
+    assert counts[kube_proxy] > 0 and counts[WORKERS[0]] > 0 and counts[CP] == 0, counts
+    assert host(kube_proxy).check_output("systemctl show -p MainPID --value kube-proxy") != pid
+    nodes = {n["metadata"]["name"]: n for n in json.loads(kubectl("get", "nodes", "-o", "json"))["items"]}
+    assert not nodes[WORKERS[0]]["spec"].get("unschedulable")
+    assert "hardway.kubernetes/upgrade" not in (nodes[WORKERS[0]]["metadata"].get("annotations") or {})
+    # cordoned by someone else (no mark): left cordoned
+    kubectl("cordon", WORKERS[1])
+    try:
+        rc, out, _seconds = upgrade("-e", TO_PINS)
+        assert rc == 0 and all(c == 0 for c in changed(out).values()), out[-3000:]
+        assert json.loads(kubectl("get", "node", WORKERS[1], "-o", "json"))["spec"].get("unschedulable")
+    finally:
+        kubectl("uncordon", WORKERS[1])
 
 
 def test_the_upgrade_again_changes_nothing():
