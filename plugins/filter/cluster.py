@@ -30,17 +30,25 @@ def _records(nodes, filter_name):
     return nodes
 
 
-def node_records(hosts, hostvars):
-    """``{host, name, address}`` per host: ``cluster_node_name`` (default: the host) and ``cluster_node_address``."""
+def hosts_variables(hosts, hostvars, filter_name):
+    """``[(host, its variables)]`` for a list of inventory hosts; a filter's error for anything else."""
     if not isinstance(hosts, (list, tuple)):
-        raise AnsibleFilterError('hardway.kubernetes.node_records expects a list of hosts, got %s'
-                                 % type(hosts).__name__)
+        raise AnsibleFilterError('hardway.kubernetes.%s expects a list of hosts, got %s'
+                                 % (filter_name, type(hosts).__name__))
     out = []
     for host in hosts:
         try:
-            variables = hostvars[host]
+            out.append((host, hostvars[host]))
         except KeyError:
-            raise AnsibleFilterError('hardway.kubernetes.node_records: %s is not in the inventory' % host) from None
+            raise AnsibleFilterError('hardway.kubernetes.%s: %s is not in the inventory'
+                                     % (filter_name, host)) from None
+    return out
+
+
+def node_records(hosts, hostvars):
+    """``{host, name, address}`` per host: ``cluster_node_name`` (default: the host) and ``cluster_node_address``."""
+    out = []
+    for host, variables in hosts_variables(hosts, hostvars, 'node_records'):
         address = variables.get('cluster_node_address') if 'cluster_node_address' in variables else None
         if not address:
             raise AnsibleFilterError('hardway.kubernetes.node_records: host %s has no cluster_node_address (the '

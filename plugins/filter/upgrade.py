@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.hardway.kubernetes.plugins.filter.cluster import hosts_variables
 
 # The binaries of each pin the upgrade moves, with the hosts that run them.
 PIN_BINARIES = {
@@ -49,23 +50,12 @@ def _minor(value):
     return version_tuple(value)[:2]
 
 
-def _show_minor(minor):
-    return '%d.%d' % minor
-
-
 def upgrade_records(hosts, hostvars):
     """One record per host: ``{host, node, control_plane, etcd, nodes, target, binaries, stale, api}``, from the
     facts the check play of upgrade.yml sets on each host (``_upgrade_self``: what it runs and its pins;
     ``_upgrade_running``: what hardway.kubernetes.versions read)."""
-    if not isinstance(hosts, (list, tuple)):
-        raise AnsibleFilterError('hardway.kubernetes.upgrade_records expects a list of hosts, got %s'
-                                 % type(hosts).__name__)
     out = []
-    for host in hosts:
-        try:
-            variables = hostvars[host]
-        except KeyError:
-            raise AnsibleFilterError('hardway.kubernetes.upgrade_records: %s is not in the inventory' % host) from None
+    for host, variables in hosts_variables(hosts, hostvars, 'upgrade_records'):
         running = variables.get('_upgrade_running') if '_upgrade_running' in variables else None
         own = variables.get('_upgrade_self') if '_upgrade_self' in variables else None
         if not isinstance(running, dict) or 'binaries' not in running or not isinstance(own, dict):

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,20 @@ def registry_keys(on: str | None = None) -> set[str]:
 def ansible_playbook() -> str:
     sibling = Path(sys.executable).parent / "ansible-playbook"
     return str(sibling) if sibling.exists() else "ansible-playbook"
+
+
+def playbook(name: str, *extra: str, timeout: int = 1800) -> tuple[int, str, float]:
+    """``ansible-playbook playbooks/<name>`` on the lab set's inventory, from the repository:
+    its exit status, its output without colours, and the seconds it took."""
+    start = time.monotonic()
+    proc = subprocess.run([ansible_playbook(), "-i", inventory(), *extra, str(REPO / "playbooks" / name)],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+    return proc.returncode, ANSI.sub("", proc.stdout + proc.stderr), time.monotonic() - start
+
+
+def changed_by_host(output: str) -> dict[str, int]:
+    """The changed count of each host in a playbook's recap."""
+    return {m.group(1): int(m.group(3)) for m in RECAP.finditer(output)}
 
 
 def inventory() -> str:

@@ -11,44 +11,25 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "tests" / "testbed"))
-from labcluster import (  # noqa: E402
-    AGNHOST,
-    ANSI,
+from labcluster import (
     CP,
     HOSTS,
-    RECAP,
     WORKERS,
-    ansible_playbook,
+    changed_by_host,
     host,
-    inventory,
     kubectl,
+    playbook,
 )
-from serviceprobe import ServiceProbe, web_workload  # noqa: E402
+from serviceprobe import ServiceProbe
 
-REPO = Path(__file__).resolve().parents[4]
 NS = "hardway-certificates"
 PKI = "/etc/kubernetes/pki"
 LEAVES = {CP: ["kube-apiserver", "kube-apiserver-etcd-client", "kube-apiserver-kubelet-client", "front-proxy-client",
                f"etcd-server-{CP}", f"etcd-peer-{CP}"],
           **{w: [f"kubelet-{w}", "etcd-client-flannel"] for w in WORKERS}}
 AUTHORITIES = ["kubernetes-ca", "etcd-ca"]
-
-
-def playbook(name: str, *extra: str) -> tuple[int, str, float]:
-    start = time.monotonic()
-    proc = subprocess.run([ansible_playbook(), "-i", inventory(), *extra, str(REPO / "playbooks" / name)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1800, check=False)
-    return proc.returncode, ANSI.sub("", proc.stdout + proc.stderr), time.monotonic() - start
-
 
 def serials() -> dict[str, str]:
     """host:file -> serial of every leaf and CA named above."""
@@ -58,7 +39,6 @@ def serials() -> dict[str, str]:
             serial = host(name).check_output(f"openssl x509 -noout -serial -in {PKI}/{cert}.pem")
             out[f"{name}:{cert}"] = serial.split("=", 1)[1]
     return out
-
 
 def test_check_lists_every_certificate_with_its_days_left():
     rc, out, seconds = playbook("certificates.yml")
@@ -72,26 +52,15 @@ def test_check_lists_every_certificate_with_its_days_left():
     assert "admin.kubeconfig:client-certificate-data" in out  # the controller's state directory
     assert " 364 days  " in out or " 365 days  " in out
 
-
 def test_check_fails_when_a_certificate_expires_within_the_warning_window():
     rc, out, _seconds = playbook("certificates.yml", "-e", "certificates_warn_days=400")
     assert rc != 0
     for name in HOSTS:
         assert f"certificate(s) on {name} expire within 400 days" in out, name
 
-
-@pytest.fixture(scope="module")
-def workload():
-    kubectl("apply", "-f", "-", stdin=web_workload(NS, AGNHOST))
-    kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=180s", timeout=200)
-    address = kubectl("-n", NS, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
-    yield f"http://{address}/hostname"
-    kubectl("delete", "namespace", NS, "--wait=false", check=False)
-
-
-def test_renew_reissues_every_leaf_while_the_service_answers(workload):
+def test_renew_reissues_every_leaf_while_the_service_answers(web_service):
     before = serials()
-    with ServiceProbe(WORKERS[0], workload) as probe:
+    with ServiceProbe(WORKERS[0], web_service) as probe:
         time.sleep(2)
         rc, out, seconds = playbook("certificates.yml", "-e", "certificates_action=renew")
         time.sleep(2)
@@ -108,9 +77,8 @@ def test_renew_reissues_every_leaf_while_the_service_answers(workload):
     assert nodes == ["True"] * len(WORKERS)
     kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=60s", timeout=90)
 
-
 def test_site_after_renew_changes_nothing():
     rc, out, _seconds = playbook("site.yml")
     assert rc == 0, out[-3000:]
-    counts = {m.group(1): int(m.group(3)) for m in RECAP.finditer(out)}
+    counts = changed_by_host(out)
     assert set(counts) >= set(HOSTS) and all(c == 0 for c in counts.values()), counts

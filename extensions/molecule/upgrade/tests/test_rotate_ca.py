@@ -15,32 +15,23 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "tests" / "testbed"))
-import mirror  # noqa: E402
-from labcluster import (  # noqa: E402
-    AGNHOST,
-    ANSI,
+import mirror
+from labcluster import (
     CP,
     HOSTS,
     KUBECONFIG,
-    RECAP,
     STATE,
     WORKERS,
-    ansible_playbook,
+    changed_by_host,
     host,
-    inventory,
     kubectl,
+    playbook,
 )
-from serviceprobe import ServiceProbe, web_workload  # noqa: E402
+from serviceprobe import ServiceProbe
 
-REPO = Path(__file__).resolve().parents[4]
 NS = "hardway-rotate"
 PKI = "/etc/kubernetes/pki"
 CAS = {CP: ["kubernetes-ca", "etcd-ca", "front-proxy-ca"], **{w: ["kubernetes-ca", "etcd-ca"] for w in WORKERS}}
@@ -51,21 +42,12 @@ LEAVES = {CP: {"kube-apiserver": "kubernetes-ca", "kube-apiserver-etcd-client": 
 ROTATE = ["-e", "certificates_action=rotate_ca"]
 probe_results: list[dict] = []
 
-
-def playbook(name: str, *extra: str) -> tuple[int, str, float]:
-    start = time.monotonic()
-    proc = subprocess.run([ansible_playbook(), "-i", inventory(), *extra, str(REPO / "playbooks" / name)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1800, check=False)
-    return proc.returncode, ANSI.sub("", proc.stdout + proc.stderr), time.monotonic() - start
-
-
 def fingerprints(name: str, path: str) -> list[str]:
     """SHA-256 fingerprints of every certificate in a PEM file on a lab host."""
     out = host(name).check_output(
         f"awk '/BEGIN CERT/{{n++}} {{print > (\"/run/cert-\" n \".pem\")}}' {path} && "
         "for f in /run/cert-*.pem; do openssl x509 -noout -fingerprint -sha256 -in $f; done; rm -f /run/cert-*.pem")
     return [line.split("=", 1)[1] for line in out.splitlines()]
-
 
 def issuer_key_ids() -> dict[str, str]:
     """host:leaf -> the authority key identifier of the CA that signed it."""
@@ -76,28 +58,16 @@ def issuer_key_ids() -> dict[str, str]:
             out[f"{name}:{leaf}"] = text.splitlines()[-1].strip()
     return out
 
-
 def ca_key_id(name: str, ca: str, index: int = 0) -> str:
     cert = host(name).check_output(
         f"awk -v want={index + 1} '/BEGIN CERT/{{n++}} n==want' {PKI}/{ca}.pem | "
         "openssl x509 -noout -ext subjectKeyIdentifier")
     return cert.splitlines()[-1].strip()
 
-
 def works(kubeconfig: Path) -> bool:
     proc = subprocess.run([str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(kubeconfig), "get", "nodes",
                            "--request-timeout=10s"], capture_output=True, text=True, check=False)
     return proc.returncode == 0
-
-
-@pytest.fixture(scope="module")
-def workload():
-    kubectl("apply", "-f", "-", stdin=web_workload(NS, AGNHOST))
-    kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=180s", timeout=200)
-    address = kubectl("-n", NS, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
-    yield f"http://{address}/hostname"
-    kubectl("delete", "namespace", NS, "--wait=false", check=False)
-
 
 def step(url: str, name: str) -> str:
     with ServiceProbe(WORKERS[0], url) as probe:
@@ -112,28 +82,25 @@ def step(url: str, name: str) -> str:
     assert result["failed"] <= result["made"] / 100, result
     return out
 
-
 def test_rotate_ca_needs_its_step_and_the_steps_in_order():
     rc, out, _seconds = playbook("certificates.yml", *ROTATE)
     assert rc != 0 and "needs certificates_rotate_step: stage (1), switch (2) or finish (3)" in out
     rc, out, _seconds = playbook("certificates.yml", *ROTATE, "-e", "certificates_rotate_step=switch")
     assert rc != 0 and "run the stage step first" in out
-    assert all(int(m.group(3)) == 0 for m in RECAP.finditer(out))
+    assert all(c == 0 for c in changed_by_host(out).values())
 
-
-def test_stage_makes_every_host_trust_both_cas(workload):
+def test_stage_makes_every_host_trust_both_cas(web_service):
     before = {(name, ca): fingerprints(name, f"{PKI}/{ca}.pem") for name, cas in CAS.items() for ca in cas}
     signed_before = issuer_key_ids()
-    step(workload, "stage")
+    step(web_service, "stage")
     for (name, ca), old in before.items():
         now = fingerprints(name, f"{PKI}/{ca}.pem")
         assert len(old) == 1 and len(now) == 2 and now[0] == old[0], (name, ca, now)
     assert issuer_key_ids() == signed_before  # nothing signed by the new CAs yet
     shutil.copy(KUBECONFIG, STATE / "admin-after-stage.kubeconfig")
 
-
-def test_switch_signs_every_leaf_with_the_new_cas_and_the_old_client_certificate_still_works(workload):
-    step(workload, "switch")
+def test_switch_signs_every_leaf_with_the_new_cas_and_the_old_client_certificate_still_works(web_service):
+    step(web_service, "switch")
     signed = issuer_key_ids()
     for name, leaves in LEAVES.items():
         for leaf, ca in leaves.items():
@@ -142,9 +109,8 @@ def test_switch_signs_every_leaf_with_the_new_cas_and_the_old_client_certificate
             assert signed[f"{name}:{leaf}"] != ca_key_id(name, ca, 1), (name, leaf)
     assert works(STATE / "admin-after-stage.kubeconfig")
 
-
-def test_finish_drops_the_old_cas_and_the_old_admin_kubeconfig(workload):
-    step(workload, "finish")
+def test_finish_drops_the_old_cas_and_the_old_admin_kubeconfig(web_service):
+    step(web_service, "finish")
     for name, cas in CAS.items():
         for ca in cas:
             assert len(fingerprints(name, f"{PKI}/{ca}.pem")) == 1, (name, ca)
@@ -158,9 +124,8 @@ def test_finish_drops_the_old_cas_and_the_old_admin_kubeconfig(workload):
     failed = sum(r["failed"] for r in probe_results)
     print(f"\nrotate_ca, the three steps: requests made {made}, failed {failed}")
 
-
 def test_site_after_the_rotation_changes_nothing():
     rc, out, _seconds = playbook("site.yml")
     assert rc == 0, out[-3000:]
-    counts = {m.group(1): int(m.group(3)) for m in RECAP.finditer(out)}
+    counts = changed_by_host(out)
     assert set(counts) >= set(HOSTS) and all(c == 0 for c in counts.values()), counts

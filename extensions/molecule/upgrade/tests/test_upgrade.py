@@ -19,32 +19,21 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "tests" / "testbed"))
-from labcluster import (  # noqa: E402
-    AGNHOST,
-    ANSI,
+from labcluster import (
     CP,
     HOSTS,
     PINS,
-    RECAP,
     WORKERS,
-    ansible_playbook,
+    changed_by_host,
     host,
-    inventory,
     kubectl,
+    playbook,
 )
-from serviceprobe import ServiceProbe, web_workload  # noqa: E402
+from serviceprobe import ServiceProbe
 
-REPO = Path(__file__).resolve().parents[4]
 OLD = "1.36.5"
 NEW = PINS["kubernetes"]
 NS = "hardway-upgrade"
@@ -56,42 +45,28 @@ BINARIES = {CP: ["kube-apiserver", "kube-controller-manager", "kube-scheduler", 
 OLD_OTHERS = {"etcd": "3.6.15", "containerd": "2.3.6"}
 OTHERS = {CP: ["etcd"], **{w: ["containerd"] for w in WORKERS}}
 
-
-def upgrade(*extra: str, timeout: int = 1800) -> tuple[int, str, float]:
-    start = time.monotonic()
-    proc = subprocess.run([ansible_playbook(), "-i", inventory(), *extra, str(REPO / "playbooks" / "upgrade.yml")],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
-    return proc.returncode, ANSI.sub("", proc.stdout + proc.stderr), time.monotonic() - start
-
+def upgrade(*extra: str) -> tuple[int, str, float]:
+    return playbook("upgrade.yml", *extra)
 
 def version_of(name: str, binary: str) -> str:
     out = host(name).check_output(f"/usr/local/bin/{binary} " + ("version --client" if binary == "kubectl"
                                                                  else "--version"))
     return re.search(r"(\d+\.\d+\.\d+)", out).group(1)
 
-
 def binaries() -> dict[str, dict[str, str]]:
     return {name: {b: version_of(name, b) for b in names} for name, names in BINARIES.items()}
 
-
 def others() -> dict[str, dict[str, str]]:
     return {name: {b: version_of(name, b) for b in names} for name, names in OTHERS.items()}
-
 
 def node_versions() -> dict[str, str]:
     nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
     return {n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes}
 
-
-def changed(output: str) -> dict[str, int]:
-    return {m.group(1): int(m.group(3)) for m in RECAP.finditer(output)}
-
-
 def test_the_cluster_runs_the_older_version():
     assert binaries() == {name: dict.fromkeys(names, OLD) for name, names in BINARIES.items()}
     assert set(node_versions().values()) == {f"v{OLD}"}
     assert others() == {name: {b: OLD_OTHERS[b] for b in names} for name, names in OTHERS.items()}
-
 
 def test_a_worker_pinned_newer_than_the_api_server_is_refused_before_any_change():
     before = binaries()
@@ -103,21 +78,11 @@ def test_a_worker_pinned_newer_than_the_api_server_is_refused_before_any_change(
     assert (f"host {WORKERS[1]}: cluster_versions = {{'kubernetes': '{NEW}'}}: its kubelet would be {NEW}, newer "
             f"than the API server of {CP} ({OLD})") in out, out[-3000:]
     assert "nothing has been changed" in out
-    assert all(count == 0 for count in changed(out).values()), out[-3000:]
+    assert all(count == 0 for count in changed_by_host(out).values()), out[-3000:]
     assert binaries() == before
 
-
-@pytest.fixture(scope="module")
-def workload():
-    kubectl("apply", "-f", "-", stdin=web_workload(NS, AGNHOST))
-    kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=180s", timeout=200)
-    address = kubectl("-n", NS, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
-    yield f"http://{address}/hostname"
-    kubectl("delete", "namespace", NS, "--wait=false", check=False)
-
-
-def test_the_upgrade_keeps_the_service_answering(workload):
-    with ServiceProbe(WORKERS[0], workload) as probe:
+def test_the_upgrade_keeps_the_service_answering(web_service):
+    with ServiceProbe(WORKERS[0], web_service) as probe:
         time.sleep(2)
         rc, out, seconds = upgrade("-e", TO_PINS)
         time.sleep(2)
@@ -140,7 +105,6 @@ def test_the_upgrade_keeps_the_service_answering(workload):
     assert server == f"v{NEW}"
     kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=120s", timeout=150)
 
-
 def test_an_interrupted_upgrade_is_finished_by_the_next_run():
     """As a run stopped half-way leaves them: a binary replaced under a running kube-proxy on one worker,
     the other worker cordoned with the upgrade's mark; and a node cordoned by someone else stays so."""
@@ -152,7 +116,7 @@ def test_an_interrupted_upgrade_is_finished_by_the_next_run():
     kubectl("cordon", WORKERS[0])
     rc, out, _seconds = upgrade("-e", TO_PINS)
     assert rc == 0, out[-3000:]
-    counts = changed(out)
+    counts = changed_by_host(out)
     assert counts[kube_proxy] > 0 and counts[WORKERS[0]] > 0 and counts[CP] == 0, counts
     assert host(kube_proxy).check_output("systemctl show -p MainPID --value kube-proxy") != pid
     nodes = {n["metadata"]["name"]: n for n in json.loads(kubectl("get", "nodes", "-o", "json"))["items"]}
@@ -162,23 +126,21 @@ def test_an_interrupted_upgrade_is_finished_by_the_next_run():
     kubectl("cordon", WORKERS[1])
     try:
         rc, out, _seconds = upgrade("-e", TO_PINS)
-        assert rc == 0 and all(c == 0 for c in changed(out).values()), out[-3000:]
+        assert rc == 0 and all(c == 0 for c in changed_by_host(out).values()), out[-3000:]
         assert json.loads(kubectl("get", "node", WORKERS[1], "-o", "json"))["spec"].get("unschedulable")
     finally:
         kubectl("uncordon", WORKERS[1])
-
 
 def test_the_upgrade_again_changes_nothing():
     rc, out, seconds = upgrade("-e", TO_PINS)
     print(f"\nupgrade.yml on an up-to-date cluster took {seconds:.0f} s")
     assert rc == 0, out[-3000:]
-    counts = changed(out)
+    counts = changed_by_host(out)
     assert set(counts) >= set(HOSTS) and all(c == 0 for c in counts.values()), counts
-
 
 def test_going_back_a_minor_is_refused_before_any_change():
     rc, out, _seconds = upgrade()  # the inventory still pins the older minor
     assert rc != 0
     assert f"{CP}: kube-apiserver runs {NEW} and cluster_versions.kubernetes is {OLD}: that goes down a minor" in out
-    assert all(count == 0 for count in changed(out).values()), out[-3000:]
+    assert all(count == 0 for count in changed_by_host(out).values()), out[-3000:]
     assert set(node_versions().values()) == {f"v{NEW}"}
