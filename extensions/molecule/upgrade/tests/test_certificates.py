@@ -31,6 +31,7 @@ LEAVES = {CP: ["kube-apiserver", "kube-apiserver-etcd-client", "kube-apiserver-k
           **{w: [f"kubelet-{w}", "etcd-client-flannel"] for w in WORKERS}}
 AUTHORITIES = ["kubernetes-ca", "etcd-ca"]
 
+
 def serials() -> dict[str, str]:
     """host:file -> serial of every leaf and CA named above."""
     out = {}
@@ -39,6 +40,7 @@ def serials() -> dict[str, str]:
             serial = host(name).check_output(f"openssl x509 -noout -serial -in {PKI}/{cert}.pem")
             out[f"{name}:{cert}"] = serial.split("=", 1)[1]
     return out
+
 
 def test_check_lists_every_certificate_with_its_days_left():
     rc, out, seconds = playbook("certificates.yml")
@@ -52,11 +54,13 @@ def test_check_lists_every_certificate_with_its_days_left():
     assert "admin.kubeconfig:client-certificate-data" in out  # the controller's state directory
     assert " 364 days  " in out or " 365 days  " in out
 
+
 def test_check_fails_when_a_certificate_expires_within_the_warning_window():
     rc, out, _seconds = playbook("certificates.yml", "-e", "certificates_warn_days=400")
     assert rc != 0
     for name in HOSTS:
         assert f"certificate(s) on {name} expire within 400 days" in out, name
+
 
 def test_renew_reissues_every_leaf_while_the_service_answers(web_service):
     before = serials()
@@ -76,6 +80,7 @@ def test_renew_reissues_every_leaf_while_the_service_answers(web_service):
                     ".status}{' '}{end}").split()
     assert nodes == ["True"] * len(WORKERS)
     kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=60s", timeout=90)
+
 
 def test_site_after_renew_changes_nothing():
     rc, out, _seconds = playbook("site.yml")

@@ -42,12 +42,14 @@ LEAVES = {CP: {"kube-apiserver": "kubernetes-ca", "kube-apiserver-etcd-client": 
 ROTATE = ["-e", "certificates_action=rotate_ca"]
 probe_results: list[dict] = []
 
+
 def fingerprints(name: str, path: str) -> list[str]:
     """SHA-256 fingerprints of every certificate in a PEM file on a lab host."""
     out = host(name).check_output(
         f"awk '/BEGIN CERT/{{n++}} {{print > (\"/run/cert-\" n \".pem\")}}' {path} && "
         "for f in /run/cert-*.pem; do openssl x509 -noout -fingerprint -sha256 -in $f; done; rm -f /run/cert-*.pem")
     return [line.split("=", 1)[1] for line in out.splitlines()]
+
 
 def issuer_key_ids() -> dict[str, str]:
     """host:leaf -> the authority key identifier of the CA that signed it."""
@@ -58,16 +60,19 @@ def issuer_key_ids() -> dict[str, str]:
             out[f"{name}:{leaf}"] = text.splitlines()[-1].strip()
     return out
 
+
 def ca_key_id(name: str, ca: str, index: int = 0) -> str:
     cert = host(name).check_output(
         f"awk -v want={index + 1} '/BEGIN CERT/{{n++}} n==want' {PKI}/{ca}.pem | "
         "openssl x509 -noout -ext subjectKeyIdentifier")
     return cert.splitlines()[-1].strip()
 
+
 def works(kubeconfig: Path) -> bool:
     proc = subprocess.run([str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(kubeconfig), "get", "nodes",
                            "--request-timeout=10s"], capture_output=True, text=True, check=False)
     return proc.returncode == 0
+
 
 def step(url: str, name: str) -> str:
     with ServiceProbe(WORKERS[0], url) as probe:
@@ -82,12 +87,14 @@ def step(url: str, name: str) -> str:
     assert result["failed"] <= result["made"] / 100, result
     return out
 
+
 def test_rotate_ca_needs_its_step_and_the_steps_in_order():
     rc, out, _seconds = playbook("certificates.yml", *ROTATE)
     assert rc != 0 and "needs certificates_rotate_step: stage (1), switch (2) or finish (3)" in out
     rc, out, _seconds = playbook("certificates.yml", *ROTATE, "-e", "certificates_rotate_step=switch")
     assert rc != 0 and "run the stage step first" in out
     assert all(c == 0 for c in changed_by_host(out).values())
+
 
 def test_stage_makes_every_host_trust_both_cas(web_service):
     before = {(name, ca): fingerprints(name, f"{PKI}/{ca}.pem") for name, cas in CAS.items() for ca in cas}
@@ -99,6 +106,7 @@ def test_stage_makes_every_host_trust_both_cas(web_service):
     assert issuer_key_ids() == signed_before  # nothing signed by the new CAs yet
     shutil.copy(KUBECONFIG, STATE / "admin-after-stage.kubeconfig")
 
+
 def test_switch_signs_every_leaf_with_the_new_cas_and_the_old_client_certificate_still_works(web_service):
     step(web_service, "switch")
     signed = issuer_key_ids()
@@ -108,6 +116,7 @@ def test_switch_signs_every_leaf_with_the_new_cas_and_the_old_client_certificate
             assert signed[f"{name}:{leaf}"] == ca_key_id(name, ca, 0), (name, leaf)
             assert signed[f"{name}:{leaf}"] != ca_key_id(name, ca, 1), (name, leaf)
     assert works(STATE / "admin-after-stage.kubeconfig")
+
 
 def test_finish_drops_the_old_cas_and_the_old_admin_kubeconfig(web_service):
     step(web_service, "finish")
@@ -123,6 +132,7 @@ def test_finish_drops_the_old_cas_and_the_old_admin_kubeconfig(web_service):
     made = sum(r["made"] for r in probe_results)
     failed = sum(r["failed"] for r in probe_results)
     print(f"\nrotate_ca, the three steps: requests made {made}, failed {failed}")
+
 
 def test_site_after_the_rotation_changes_nothing():
     rc, out, _seconds = playbook("site.yml")

@@ -45,28 +45,35 @@ BINARIES = {CP: ["kube-apiserver", "kube-controller-manager", "kube-scheduler", 
 OLD_OTHERS = {"etcd": "3.6.15", "containerd": "2.3.6"}
 OTHERS = {CP: ["etcd"], **{w: ["containerd"] for w in WORKERS}}
 
+
 def upgrade(*extra: str) -> tuple[int, str, float]:
     return playbook("upgrade.yml", *extra)
+
 
 def version_of(name: str, binary: str) -> str:
     out = host(name).check_output(f"/usr/local/bin/{binary} " + ("version --client" if binary == "kubectl"
                                                                  else "--version"))
     return re.search(r"(\d+\.\d+\.\d+)", out).group(1)
 
+
 def binaries() -> dict[str, dict[str, str]]:
     return {name: {b: version_of(name, b) for b in names} for name, names in BINARIES.items()}
 
+
 def others() -> dict[str, dict[str, str]]:
     return {name: {b: version_of(name, b) for b in names} for name, names in OTHERS.items()}
+
 
 def node_versions() -> dict[str, str]:
     nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
     return {n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes}
 
+
 def test_the_cluster_runs_the_older_version():
     assert binaries() == {name: dict.fromkeys(names, OLD) for name, names in BINARIES.items()}
     assert set(node_versions().values()) == {f"v{OLD}"}
     assert others() == {name: {b: OLD_OTHERS[b] for b in names} for name, names in OTHERS.items()}
+
 
 def test_a_worker_pinned_newer_than_the_api_server_is_refused_before_any_change():
     before = binaries()
@@ -80,6 +87,7 @@ def test_a_worker_pinned_newer_than_the_api_server_is_refused_before_any_change(
     assert "nothing has been changed" in out
     assert all(count == 0 for count in changed_by_host(out).values()), out[-3000:]
     assert binaries() == before
+
 
 def test_the_upgrade_keeps_the_service_answering(web_service):
     with ServiceProbe(WORKERS[0], web_service) as probe:
@@ -104,6 +112,7 @@ def test_the_upgrade_keeps_the_service_answering(web_service):
     server = json.loads(kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"]
     assert server == f"v{NEW}"
     kubectl("-n", NS, "rollout", "status", "deployment/web", "--timeout=120s", timeout=150)
+
 
 def test_an_interrupted_upgrade_is_finished_by_the_next_run():
     """As a run stopped half-way leaves them: a binary replaced under a running kube-proxy on one worker,
@@ -131,12 +140,14 @@ def test_an_interrupted_upgrade_is_finished_by_the_next_run():
     finally:
         kubectl("uncordon", WORKERS[1])
 
+
 def test_the_upgrade_again_changes_nothing():
     rc, out, seconds = upgrade("-e", TO_PINS)
     print(f"\nupgrade.yml on an up-to-date cluster took {seconds:.0f} s")
     assert rc == 0, out[-3000:]
     counts = changed_by_host(out)
     assert set(counts) >= set(HOSTS) and all(c == 0 for c in counts.values()), counts
+
 
 def test_going_back_a_minor_is_refused_before_any_change():
     rc, out, _seconds = upgrade()  # the inventory still pins the older minor
