@@ -756,7 +756,7 @@ class PKI:
 
     def __init__(self, path, authorities=None, certificates=None, keypairs=None, renew_before_days=30,
                  regenerate_authorities=False, now=None, durable=False, reissue=None, reissue_within_days=0,
-                 rotation=None):
+                 rotation=None, keep_on_previous=None):
         if not HAS_CRYPTOGRAPHY:
             raise PKIError('the Python library cryptography is required')
         if not isinstance(path, str) or not path:
@@ -773,6 +773,7 @@ class PKI:
             raise PKIError('rotation and regenerate_authorities exclude each other: a rotation keeps the old CA '
                            'trusted until its last step, a regeneration replaces it at once')
         self.reissue = set(reissue or [])
+        self.keep_on_previous = set(keep_on_previous or [])
         unknown = self.reissue - {c['name'] for c in self.certs} - {'*'}
         if unknown:
             raise PKIError('reissue names certificates that are not requested: %s' % ', '.join(sorted(unknown)))
@@ -797,6 +798,7 @@ class PKI:
         self.create_dir = not os.path.isdir(self.path)
         replaced = set()
         ca_certs = {}
+        previous_certs = {}  # during a rotation, the old CA that is still trusted
         for spec in self.auths:
             name = spec['name']
             cert_path, key_path = self._file(name, '.pem'), self._file(name, '-key.pem')
@@ -809,6 +811,9 @@ class PKI:
             item.action, item.reasons, warnings = plan_authority(
                 spec, item.found, self.now, self.renew_before, self.regenerate, source[0])
             self.warnings.extend(warnings)
+            previous = self._previous_after_step(name, step, cert_path)
+            if previous is not None:
+                previous_certs[name] = previous
             if item.action == 'unchanged':
                 ca_certs[name] = item.found.cert
                 item.not_after = not_after(item.found.cert)
@@ -826,6 +831,9 @@ class PKI:
             item = Item('certificate', spec, cert_path, key_path, found)
             item.reasons = certificate_reasons(spec, found, ca_certs.get(spec['ca']), self.now,
                                                self.renew_before, spec['ca'] in replaced)
+            if (item.reasons == [NOT_SIGNED] and spec['name'] in self.keep_on_previous
+                    and spec['ca'] in previous_certs and signed_by(found.cert, previous_certs[spec['ca']])):
+                item.reasons = []  # signed by the old CA, still trusted until the rotation's last step
             if not item.reasons and ('*' in self.reissue or spec['name'] in self.reissue):
                 item.reasons = ['re-issue asked for']
             elif not item.reasons and self.reissue_within and not_after(found.cert) - self.now <= self.reissue_within:
@@ -892,6 +900,15 @@ class PKI:
                                'before finishing' % (name, name))
             return 'finish' if has_previous else None
         return None
+
+    def _previous_after_step(self, name, step, cert_path):
+        """The old CA that stays trusted once this run's step is taken (None outside a rotation)."""
+        kept = self._file(name, '-previous.pem')
+        if step == 'finish':
+            return None
+        if step == 'switch' and not os.path.exists(kept):
+            return read_existing(cert_path).cert
+        return read_existing(kept).cert if os.path.exists(kept) else None
 
     def _plan_bundle(self, authority):
         """The trust bundle of an authority: its current CA, a staged one and the previous one, as they

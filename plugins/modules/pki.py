@@ -184,6 +184,15 @@ options:
     type: str
     choices: [none, stage, switch, finish]
     default: none
+  keep_on_previous:
+    description:
+      - Certificates (by name) that stay signed by the old CA while it is trusted during a rotation
+        (after the V(switch) step), and are re-issued by the new one at the V(finish) step. For a
+        server's certificate whose clients may still trust only the old CA until then, such as the
+        API server's for kubeconfigs made before the rotation.
+    type: list
+    elements: str
+    default: []
   regenerate_authorities:
     description:
       - Allow replacing an existing authority that is broken, differs from the request or
@@ -361,6 +370,7 @@ def argument_spec():
         'reissue': {'type': 'list', 'elements': 'str', 'default': []},
         'reissue_within_days': {'type': 'int', 'default': 0},
         'rotation': {'type': 'str', 'default': 'none', 'choices': ['none', 'stage', 'switch', 'finish']},
+        'keep_on_previous': {'type': 'list', 'elements': 'str', 'default': []},
     }
 
 
@@ -380,6 +390,7 @@ def main():
             reissue=params['reissue'],
             reissue_within_days=params['reissue_within_days'],
             rotation=params['rotation'],
+            keep_on_previous=params['keep_on_previous'],
         ).plan()
         if not module.check_mode:
             pki.apply()

@@ -794,3 +794,17 @@ def test_an_interrupted_switch_is_finished_by_the_next_run(pkidir):
     assert load_cert(pkidir / 'ca-previous.pem').serial_number == old.serial_number
     assert P.key_matches_cert(P.load_private_key((pkidir / 'ca-previous-key.pem').read_bytes())[0], old)
     assert bundle_subjects(pkidir) == [new.serial_number, old.serial_number]
+
+
+def test_a_certificate_kept_on_the_old_ca_moves_to_the_new_one_at_the_last_step(pkidir):
+    old = load_cert(pkidir / 'ca.pem')
+    api_before = (pkidir / 'apiserver.pem').read_bytes()
+    run(pkidir, rotation='stage', keep_on_previous=['apiserver'])
+    switched = run(pkidir, rotation='switch', keep_on_previous=['apiserver'])
+    assert actions(switched)['admin'][0] == 'reissued' and actions(switched)['apiserver'][0] == 'unchanged'
+    assert (pkidir / 'apiserver.pem').read_bytes() == api_before  # still the old CA's, which stays trusted
+    assert not run(pkidir, keep_on_previous=['apiserver']).changed
+    finished = run(pkidir, rotation='finish', keep_on_previous=['apiserver'])
+    assert actions(finished)['apiserver'] == ('reissued', P.NOT_SIGNED)
+    api = load_cert(pkidir / 'apiserver.pem')
+    assert P.signed_by(api, load_cert(pkidir / 'ca.pem')) and not P.signed_by(api, old)
