@@ -3,9 +3,11 @@
 """What versions a host runs (hardway.kubernetes.versions); standard library only.
 
 ``parse_version`` reads the first ``X.Y.Z`` in a program's version output;
-``collect`` runs each installed binary with its version flag, and, given a
-kubeconfig, asks the API server (through kubectl) for its own version and the
-version of every registered node's kubelet. The runner is injectable for tests.
+``binary_versions`` runs each installed binary with its version flag;
+``api_versions`` asks the API server (through kubectl) for its own version and
+the version of every registered node's kubelet; ``runs_replaced_binary`` (also
+the services module's) and ``stale_units`` find services whose running process
+uses a binary replaced on disk. The runner is injectable for tests.
 """
 
 from __future__ import annotations
@@ -14,21 +16,21 @@ import json
 import os
 import re
 
-# How each binary the collection installs tells its version, and which pin of
-# cluster_versions it belongs to.
+# How each binary the collection installs tells its version (the upgrade
+# filters map binaries to their pins).
 BINARIES = {
-    'kube-apiserver': (['--version'], 'kubernetes'),
-    'kube-controller-manager': (['--version'], 'kubernetes'),
-    'kube-scheduler': (['--version'], 'kubernetes'),
-    'kubelet': (['--version'], 'kubernetes'),
-    'kube-proxy': (['--version'], 'kubernetes'),
-    'kubectl': (['version', '--client=true'], 'kubernetes'),
-    'etcd': (['--version'], 'etcd'),
-    'containerd': (['--version'], 'containerd'),
-    'runc': (['--version'], 'runc'),
-    'flanneld': (['--version'], 'flannel'),
-    'crictl': (['--version'], 'crictl'),
-    'coredns': (['-version'], 'coredns'),
+    'kube-apiserver': ['--version'],
+    'kube-controller-manager': ['--version'],
+    'kube-scheduler': ['--version'],
+    'kubelet': ['--version'],
+    'kube-proxy': ['--version'],
+    'kubectl': ['version', '--client=true'],
+    'etcd': ['--version'],
+    'containerd': ['--version'],
+    'runc': ['--version'],
+    'flanneld': ['--version'],
+    'crictl': ['--version'],
+    'coredns': ['-version'],
 }
 
 _VERSION = re.compile(r'v?(\d+)\.(\d+)\.(\d+)')
@@ -53,7 +55,7 @@ def binary_versions(bin_dir, names, run):
         path = os.path.join(bin_dir, name)
         if not os.path.exists(path):
             continue
-        rc, out, err = run([path] + BINARIES[name][0])
+        rc, out, err = run([path] + BINARIES[name])
         version = parse_version(out) or parse_version(err)
         if rc != 0 or version is None:
             problems[name] = 'could not read its version (exit %s): %s' % (rc, (err or out).strip()[:200])
@@ -99,6 +101,18 @@ def api_versions(kubectl, kubeconfig, run, annotation=None):
     return result
 
 
+def runs_replaced_binary(pid, readlink=os.readlink):
+    """Whether process ``pid`` (a unit's MainPID, as text) runs an executable that was replaced on disk
+    since it started: its ``/proc/<pid>/exe`` names a deleted file. False without a process."""
+    pid = str(pid or '0')
+    if not pid.isdigit() or int(pid) == 0:
+        return False
+    try:
+        return readlink('/proc/%s/exe' % pid).endswith(' (deleted)')
+    except OSError:
+        return False
+
+
 def stale_units(units, run, readlink=os.readlink):
     """The units of ``units`` whose main process runs a binary replaced on disk since it started."""
     units = [u if '.' in u else u + '.service' for u in units]
@@ -110,12 +124,6 @@ def stale_units(units, run, readlink=os.readlink):
     stale = []
     for block in out.strip('\n').split('\n\n'):
         props = dict(line.partition('=')[::2] for line in block.splitlines() if '=' in line)
-        pid = props.get('MainPID', '0')
-        if not pid.isdigit() or int(pid) == 0:
-            continue
-        try:
-            if readlink('/proc/%s/exe' % pid).endswith(' (deleted)'):
-                stale.append(props.get('Id', '').replace('.service', ''))
-        except OSError:
-            continue
+        if runs_replaced_binary(props.get('MainPID'), readlink):
+            stale.append(props.get('Id', '').replace('.service', ''))
     return stale

@@ -124,6 +124,10 @@ import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
+from ansible_collections.hardway.kubernetes.plugins.module_utils.versions import (  # noqa: E402
+    runs_replaced_binary as replaced_binary,
+)
+
 PROPERTIES = ('Id', 'LoadState', 'ActiveState', 'UnitFileState', 'NeedDaemonReload', 'MainPID')
 # Active states in which a start is not needed.
 RUNNING = ('active', 'activating', 'reloading', 'refreshing')
@@ -153,13 +157,7 @@ def parse_show(text, count):
 
 def runs_replaced_binary(props, readlink=os.readlink):
     """Whether the unit's main process runs an executable that was replaced (deleted) since it started."""
-    pid = props.get('MainPID') or '0'
-    if not pid.isdigit() or int(pid) == 0:
-        return False
-    try:
-        return readlink('/proc/%s/exe' % pid).endswith(' (deleted)')
-    except OSError:
-        return False
+    return replaced_binary(props.get('MainPID'), readlink)
 
 
 def plan(units, props, enabled, state, restart_replaced=False, readlink=os.readlink):
@@ -222,8 +220,11 @@ def main():
     elif problems:
         module.fail_json(msg='; '.join(problems))
 
-    replaced = [unit for unit, found, actions in steps
-                if found.get('ActiveState') in RUNNING and runs_replaced_binary(found)]
+    if module.params['restart_replaced'] and module.params['state'] == 'started':  # plan() looked: its restarts
+        replaced = [unit for unit, _found, actions in steps if 'restart' in actions]
+    else:
+        replaced = [unit for unit, found, _actions in steps
+                    if found.get('ActiveState') in RUNNING and runs_replaced_binary(found)]
     left = [unit for unit in replaced if not module.params['restart_replaced']]
     if left and module.params['state'] == 'started':
         module.warn('%s still run%s a binary replaced since %s started; run playbooks/upgrade.yml, which '
