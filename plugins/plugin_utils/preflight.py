@@ -28,6 +28,7 @@ from collections import namedtuple
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.hardway.kubernetes.plugins.filter import cert_manager as cert_manager_filters
+from ansible_collections.hardway.kubernetes.plugins.filter import containerd as containerd_filters
 from ansible_collections.hardway.kubernetes.plugins.filter import upgrade as upgrade_filters
 from ansible_collections.hardway.kubernetes.plugins.module_utils import flannel_config as flannel_rules
 
@@ -324,6 +325,15 @@ def _version(value):
     return None
 
 
+def _registry_host(value):
+    return containerd_filters.registry_problem(value)
+
+
+def _registry_endpoints(value):
+    problems = containerd_filters.endpoint_problems(value)
+    return '; '.join(problems) if problems else None
+
+
 FORMATS = {
     'ipv4': _ipv4, 'ip': _ip, 'ipv4_network': _ipv4_network, 'network': _network,
     'dns_subdomain': _dns_subdomain, 'dns_label': _dns_label, 'node_name': _node_name,
@@ -334,9 +344,10 @@ FORMATS = {
     'etcd_prefix': _etcd_prefix, 'qualified_name': _qualified_name, 'label_value': _label_value,
     'toml': _toml, 'coredns_upstream': _coredns_upstream, 'version': _version, 'sha256': _sha256,
     'artifact_path': _artifact_path, 'option_name': _option_name,
+    'registry_host': _registry_host, 'registry_endpoints': _registry_endpoints,
 }
 # Formats that judge any value, not only strings.
-_ANY_TYPE_FORMATS = frozenset(['flag_value', 'quantity', 'sysctl_value'])
+_ANY_TYPE_FORMATS = frozenset(['flag_value', 'quantity', 'sysctl_value', 'registry_endpoints'])
 
 
 def format_problem(fmt, value):
@@ -697,6 +708,27 @@ def setting_problems(values):
         out.append(('pki_cert_lifetime_days', 'is longer than pki_ca_lifetime_days (%d): a certificate cannot '
                     'outlive the CA that signs it' % ca))
     out.extend(flannel_problems(values))
+    out.extend(registry_mirror_problems(values.get('containerd_registry_mirrors')))
+    return out
+
+
+def registry_mirror_problems(mirrors):
+    """[(variable, rule)]: a registry listed twice, or one left with nothing to pull from."""
+    out = []
+    if not isinstance(mirrors, list):
+        return out
+    seen = set()
+    for index, entry in enumerate(mirrors):
+        if not isinstance(entry, dict):
+            continue
+        registry = entry.get('registry')
+        if isinstance(registry, str) and registry in seen:
+            out.append(('containerd_registry_mirrors', '[%d].registry = %s is listed twice: each registry has '
+                        'one hosts.toml' % (index, short(registry))))
+        seen.add(registry)
+        if entry.get('endpoints') == [] and as_bool(entry.get('upstream', True)) is False:
+            out.append(('containerd_registry_mirrors', '[%d] has no endpoints and upstream false: %s would have '
+                        'nothing left to pull from' % (index, short(registry))))
     return out
 
 

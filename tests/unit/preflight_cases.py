@@ -66,6 +66,8 @@ BAD_FORMAT = {
     'version': ['latest', 'v1'],
     'sha256': ['abc123', 'A' * 64],
     'artifact_path': ['kubelet', '/abs/kubelet'],
+    'registry_host': ['https://registry.example', 'bad host:5000'],
+    'registry_endpoints': [[{'url': 'ftp://mirror.example'}], [{'url': 'http://m.example', 'username': 'u'}]],
 }
 
 
@@ -154,7 +156,9 @@ def option_cases(name: str, spec: dict, rule: dict | None, default) -> list[Case
     if type_name == 'list' and spec.get('elements') == 'dict':
         add(['a string'], 'element not a dict', expect='[0] = ')
         options = spec.get('options') or {}
-        example = _first_item(default) or {k: 'x' for k, o in options.items() if o.get('required')}
+        empty = {'list': [], 'dict': {}}
+        example = _first_item(default) or {k: empty.get(o.get('type'), 'x') for k, o in options.items()
+                                           if o.get('required')}
         for key, sub in options.items():
             if sub.get('required'):
                 item = {k: v for k, v in example.items() if k != key}

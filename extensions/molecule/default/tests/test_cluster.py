@@ -119,6 +119,22 @@ def test_private_keys_are_0600_and_no_ca_key(name):
     assert h.check_output("find / -xdev -name '*ca-key.pem' 2>/dev/null || true") == ""
 
 
+@pytest.mark.parametrize("name", WORKERS)
+def test_registry_k8s_io_pulls_go_to_the_lab_registry_only(name):
+    """containerd_registry_mirrors: the lab sends registry.k8s.io to its registry (.5:5000) and nowhere else."""
+    h = host(name)
+    registry = ADDRESS[name].rsplit(".", 1)[0] + ".5:5000"
+    hosts_toml = h.file("/etc/containerd/certs.d/registry.k8s.io/hosts.toml")
+    assert hosts_toml.mode == 0o644
+    assert f'server = "http://{registry}"' in hosts_toml.content_string
+    assert 'config_path = "/etc/containerd/certs.d"' in h.file("/etc/containerd/config.toml").content_string
+    # A pull of an image nobody has: containerd asks the mirror, never registry.k8s.io itself.
+    out = h.run("crictl pull registry.k8s.io/hardway/no-such-image:0 2>&1")
+    assert out.rc != 0
+    assert registry in out.stdout, out.stdout
+    assert "https://registry.k8s.io" not in out.stdout, out.stdout
+
+
 # ---------------------------------------------------------------- nodes, flannel
 def test_workers_ready():
     nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
