@@ -20,7 +20,7 @@ LAB_OS ?= bookworm
 LAB ?= single
 CONTROL_PLANES := $(if $(filter ha,$(LAB)),3,1)
 
-.PHONY: help setup mirror lab lab-ha lab-addons lab-down lint sanity unit integration testbed molecule test test-extended bench clean-cache
+.PHONY: help setup mirror lab lab-ha lab-addons lab-down lint sanity unit integration testbed molecule test test-extended bench conformance conformance-network clean-cache
 
 help:
 	@echo "make lab       three lab hosts in Docker with a working cluster (LAB_OS=trixie: Debian 13)"
@@ -29,6 +29,8 @@ help:
 	@echo "make lab-down  remove the lab hosts and restore what the lab changed"
 	@echo "make test      every test: linters, sanity, unit, integration, test bed, molecule"
 	@echo "make test-extended  the scenarios outside make test's CI budget (upgrade from Kubernetes 1.36)"
+	@echo "make conformance  the whole Kubernetes [Conformance] suite against the lab (after make lab)"
+	@echo "make conformance-network  its [sig-network] tests on a lab set of their own (part of make test)"
 	@echo "make bench     the benchmark (cold converge, re-run, addons, scale, PKI)"
 
 setup: $(VENV)/.done
@@ -114,3 +116,16 @@ test-extended: setup mirror
 
 bench: setup mirror
 	@$(PY) tests/bench/bench.py
+
+# The Kubernetes conformance suite, offline: e2e.test and every image it uses
+# are built here, the images go to the lab set's registry, and the hosts pull
+# registry.k8s.io's images from it (containerd_registry_mirrors). Reports and
+# the summary: $(HARDWAY_CACHE)/conformance/runs/.
+CONFORMANCE_NODES ?= 4
+conformance: setup mirror
+	@$(PY) tests/testbed/conformance.py run --name lab --nodes $(CONFORMANCE_NODES)
+
+# The [sig-network] conformance tests on their own lab set, brought up and
+# taken down around them (make test runs this).
+conformance-network: setup mirror
+	@$(PY) tests/testbed/conformance.py run --name conf --subset network --up --down --nodes $(CONFORMANCE_NODES)

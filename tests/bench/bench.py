@@ -245,7 +245,7 @@ def rolling_upgrade() -> dict:
     if start["rc"] != 0:
         return result
     kubectl = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(state / "admin.kubeconfig")]
-    image = f"registry.k8s.io/e2e-test-images/agnhost:{mirror.load_versions()[0]['agnhost']}"
+    image = f"hardway.local/agnhost:{mirror.load_versions()[0]['agnhost']}"
     subprocess.run(kubectl + ["apply", "-f", "-"], input=serviceprobe.web_workload("bench-upgrade", image),
                    text=True, capture_output=True, check=True)
     subprocess.run(kubectl + ["-n", "bench-upgrade", "rollout", "status", "deployment/web", "--timeout=180s"],

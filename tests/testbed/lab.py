@@ -46,7 +46,8 @@ IMAGE_REPO = "hardway-lab"
 
 # Each set of lab hosts has its own internal network and /24, so the README's
 # lab, the molecule scenarios and the benchmark can exist side by side.
-LAB_SETS = {"lab": 0, "mol": 1, "tbed": 2, "bench": 3, "itest": 4, "dev1": 5, "dev2": 6, "dev3": 7}
+LAB_SETS = {"lab": 0, "mol": 1, "tbed": 2, "bench": 3, "itest": 4, "dev1": 5, "dev2": 6, "dev3": 7,
+            "conf": 8}
 
 
 def network_of(prefix: str) -> tuple[str, str]:

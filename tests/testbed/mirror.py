@@ -473,12 +473,15 @@ def build_pause(b: Builder, version: str) -> list[Path]:
 
 
 def build_agnhost(b: Builder, version: str) -> list[Path]:
+    """The lab's test server: agnhost alone, under a name of the lab's own. The
+    conformance suite's agnhost (registry.k8s.io/e2e-test-images/agnhost, with a
+    shell and tools beside it) is tests/testbed/e2eimages.py's."""
     pins = load_versions()[0]
     k8s_wrapper(b, pins["kubernetes"])
     bindir = b.work / "bin"
     b.build(["k8s.io/kubernetes/test/images/agnhost"], bindir)
-    return [image_archive(IMAGES / f"agnhost-{version}.tar",
-                          f"registry.k8s.io/e2e-test-images/agnhost:{version}",
+    return [image_archive(IMAGES / f"hardway-agnhost-{version}.tar",
+                          f"hardway.local/agnhost:{version}",
                           {"agnhost": (bindir / "agnhost", 0o755)}, ["/agnhost"])]
 
 
@@ -723,6 +726,10 @@ COMPONENTS: dict[str, Callable[[Builder, str], list[Path]]] = {
     "pebble": build_pebble,
     "gateway_api": build_gateway_api,
 }
+# A component's recipe revision: raised when what a build makes changes at the
+# same version (a cached build of an older revision is built again).
+# agnhost 2: the lab's agnhost is hardway.local/agnhost, hardway-agnhost-*.tar.
+REVISIONS = {"agnhost": 2}
 # Image components that reuse another component's pin.
 DERIVED = {"coredns_image": ("coredns", build_coredns_image)}
 
@@ -767,8 +774,10 @@ def cmd_build(requests: list[str], force: bool) -> int:
         stamp = STAMPS / f"{name}-{version}.json"
         prefix = f"[{i}/{len(plan)}] {name} {version}"
         if stamp.exists() and not force:
-            assets = json.loads(stamp.read_text())["assets"]
-            if all((MIRROR / a).exists() for a in assets):
+            recorded = json.loads(stamp.read_text())
+            assets = recorded["assets"]
+            if recorded.get("revision", 1) == REVISIONS.get(name, 1) \
+                    and all((MIRROR / a).exists() for a in assets):
                 print(f"{prefix}: cached", flush=True)
                 continue
         print(f"{prefix}: building (log: {LOGS / f'{name}-{version}.log'})", flush=True)
@@ -783,7 +792,7 @@ def cmd_build(requests: list[str], force: bool) -> int:
         finally:
             b.log.close()
         stamp.write_text(json.dumps({
-            "component": name, "version": version,
+            "component": name, "version": version, "revision": REVISIONS.get(name, 1),
             "seconds": round(time.monotonic() - start, 1),
             "assets": [str(a.relative_to(MIRROR)) for a in assets]}, indent=1))
         print(f"{prefix}: built in {time.monotonic() - start:.0f}s", flush=True)

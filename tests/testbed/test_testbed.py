@@ -351,15 +351,15 @@ def test_images_run_in_containerd_on_a_lab_host(hosts, tmp_path):
     run("docker", "cp", str(G("opencontainers/runc", f"v{PINS['runc']}") / "runc.amd64"),
         f"{first}:/usr/local/bin/runc")
     images = mirror.MIRROR / "images"
-    for archive in (f"pause-{PINS['pause']}.tar", f"agnhost-{PINS['agnhost']}.tar"):
+    for archive in (f"pause-{PINS['pause']}.tar", f"hardway-agnhost-{PINS['agnhost']}.tar"):
         run("docker", "cp", str(images / archive), f"{first}:/root/")
     dexec(first, "sh", "-c", "chmod +x /usr/local/bin/* && "
           "(nohup containerd > /var/log/containerd.log 2>&1 &) && sleep 2")
-    for archive in (f"pause-{PINS['pause']}.tar", f"agnhost-{PINS['agnhost']}.tar"):
+    for archive in (f"pause-{PINS['pause']}.tar", f"hardway-agnhost-{PINS['agnhost']}.tar"):
         dexec(first, "ctr", "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", f"/root/{archive}")
     refs = dexec(first, "ctr", "-n", "k8s.io", "images", "ls", "-q")
     assert f"registry.k8s.io/pause:{PINS['pause']}" in refs
-    agnhost = f"registry.k8s.io/e2e-test-images/agnhost:{PINS['agnhost']}"
+    agnhost = f"hardway.local/agnhost:{PINS['agnhost']}"
     assert agnhost in refs
     # the pause image runs (and stays up) ...
     dexec(first, "ctr", "-n", "k8s.io", "run", "-d", "--runc-binary", "/usr/local/bin/runc",

@@ -40,7 +40,7 @@ CONTROL_PLANE_UNITS = ["etcd", "kube-apiserver", "kube-controller-manager", "kub
 WORKER_UNITS = ["kube-apiserver-lb", "containerd", "flanneld", "kubelet", "kube-proxy"]
 KUBECONFIG = STATE / "admin.kubeconfig"
 PINS = mirror.load_versions()[0]
-AGNHOST = f"registry.k8s.io/e2e-test-images/agnhost:{PINS['agnhost']}"
+AGNHOST = f"hardway.local/agnhost:{PINS['agnhost']}"
 BUSYBOX = f"hardway.local/busybox:{PINS['busybox']}"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
