@@ -20,18 +20,19 @@ LAB_OS ?= bookworm
 LAB ?= single
 CONTROL_PLANES := $(if $(filter ha,$(LAB)),3,1)
 
-.PHONY: help setup mirror lab lab-ha lab-addons lab-down lint sanity unit integration testbed molecule test test-extended bench conformance conformance-network clean-cache
+.PHONY: help setup mirror lab lab-ha lab-addons lab-down lint sanity unit integration testbed molecule test test-extended bench cis conformance conformance-network clean-cache
 
 help:
 	@echo "make lab       three lab hosts in Docker with a working cluster (LAB_OS=trixie: Debian 13)"
 	@echo "make lab-ha    the HA layout: three control planes (also etcd) and two workers (= make lab LAB=ha)"
 	@echo "make lab-addons  on the lab: Pebble (ACME), then Traefik and cert-manager (see README)"
 	@echo "make lab-down  remove the lab hosts and restore what the lab changed"
-	@echo "make test      every test: linters, sanity, unit, integration, test bed, molecule"
+	@echo "make test      every test: linters, sanity, unit, integration, test bed, molecule, [sig-network] conformance"
 	@echo "make test-extended  the scenarios outside make test's CI budget (upgrade from Kubernetes 1.36)"
 	@echo "make conformance  the whole Kubernetes [Conformance] suite against the lab (after make lab)"
 	@echo "make conformance-network  its [sig-network] tests on a lab set of their own (part of make test)"
 	@echo "make bench     the benchmark (cold converge, re-run, addons, scale, PKI)"
+	@echo "make cis       the CIS Kubernetes Benchmark (kube-bench) on the lab's hosts (after make lab)"
 
 setup: $(VENV)/.done
 	@tests/testbed/system-deps.sh
@@ -99,7 +100,7 @@ molecule: setup mirror
 	  | tee "$(MOLECULE_LOG)" || status=$$?; \
 	  if [ $$status -ne 0 ]; then $(SHOW_FAILED); fi; exit $$status
 
-test: setup mirror lint sanity unit integration testbed molecule
+test: setup mirror lint sanity unit integration testbed molecule conformance-network
 	@echo "test: every suite passed"
 
 # Scenarios outside make test's CI budget: they need older versions in the
@@ -116,6 +117,13 @@ test-extended: setup mirror
 
 bench: setup mirror
 	@$(PY) tests/bench/bench.py
+
+# The CIS Kubernetes Benchmark on the lab (after make lab): kube-bench built
+# from the Go module proxy, run on every lab host with the checks for what it
+# runs. Reports and the summary: $(HARDWAY_CACHE)/cis/lab/.
+cis: setup mirror
+	@$(PY) tests/testbed/cis.py build
+	@$(PY) tests/testbed/cis.py run
 
 # The Kubernetes conformance suite, offline: e2e.test and every image it uses
 # are built here, the images go to the lab set's registry, and the hosts pull

@@ -156,8 +156,10 @@ class ActionModule(ActionBase):
 
         kubelet_on_control_plane = values.get('cluster_control_plane_kubelet') is True
         runs_pods = member('cluster_worker_group') or kubelet_on_control_plane and member('cluster_control_plane_group')
+        joins_pod_network = runs_pods or values.get('cluster_control_plane_pod_network') is not False \
+            and member('cluster_control_plane_group')
         problems += checks.host_problems(host, values, facts, runs_pods, member('cluster_control_plane_group'),
-                                         member('cluster_etcd_group'))
+                                         member('cluster_etcd_group'), joins_pod_network)
         for name, instead in sorted((args.get('removed') or {}).items()):
             if name in task_vars:
                 problems.append(checks.problem(name, _plain(task_vars[name]), 'is no longer read by this collection: %s'

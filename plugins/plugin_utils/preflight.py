@@ -51,6 +51,7 @@ _OPTION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)*$')
 _SYSCTL_RE = re.compile(r'^[a-z0-9_][a-z0-9_-]*([./][a-z0-9_][a-z0-9_.-]*)+$')
 _PACKAGE_RE = re.compile(r'^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$')
 _MODULE_RE = re.compile(r'^[A-Za-z0-9_-]+$')
+_USER_RE = re.compile(r'^[a-z_][a-z0-9_-]{0,31}$')
 _PATH_RE = re.compile(r'^/[A-Za-z0-9._/@+:-]*$')
 _QUANTITY_RE = re.compile(r'^([+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$')
 _IMAGE_RE = re.compile(
@@ -263,6 +264,12 @@ def _kernel_module(value):
     return None
 
 
+def _user_name(value):
+    if not _USER_RE.match(value):
+        return 'must be a system user name (lowercase letters, digits, "_" and "-", up to 32, not starting with "-")'
+    return None
+
+
 def _etcd_prefix(value):
     if not re.match(r'^(/[A-Za-z0-9._-]+)+$', value):
         return 'must be an etcd key prefix such as /coreos.com/network: starting with "/", no trailing "/", no spaces'
@@ -340,7 +347,7 @@ FORMATS = {
     'hostname': _hostname, 'host': _host, 'abs_path': _abs_path, 'dir': _dir,
     'url': _http_url, 'endpoint': _endpoint, 'mirror': _mirror, 'image': _image, 'quantity': _quantity,
     'flag_name': _flag_name, 'flag_value': _flag_value, 'sysctl_name': _sysctl_name,
-    'sysctl_value': _sysctl_value, 'package': _package, 'kernel_module': _kernel_module,
+    'sysctl_value': _sysctl_value, 'package': _package, 'kernel_module': _kernel_module, 'user_name': _user_name,
     'etcd_prefix': _etcd_prefix, 'qualified_name': _qualified_name, 'label_value': _label_value,
     'toml': _toml, 'coredns_upstream': _coredns_upstream, 'version': _version, 'sha256': _sha256,
     'artifact_path': _artifact_path, 'option_name': _option_name,
@@ -611,9 +618,15 @@ def address_problems(address, facts):
     return ['is not an address of this host (it has %s)' % ', '.join(own)]
 
 
-def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd):
-    """Rules that tie one host's effective values together; ``values`` are already of the right types."""
+def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd, joins_pod_network=None):
+    """Rules that tie one host's effective values together; ``values`` are already of the right types.
+
+    ``joins_pod_network``: the host runs flanneld (every pod host, and a control plane that joins the pod
+    network without a kubelet); by default, whether it runs pods.
+    """
     out = []
+    if joins_pod_network is None:
+        joins_pod_network = runs_pods
 
     def add(var, rule):
         out.append(Problem(var, values.get(var), rule, host))
@@ -626,6 +639,7 @@ def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd):
         if values.get('kubelet_fail_swap_on') is True and values.get('node_disable_swap') is False:
             add('kubelet_fail_swap_on', 'is true while node_disable_swap is false: kubelet would refuse to start '
                 'on a host with swap on')
+    if joins_pod_network:
         iface = values.get('flannel_iface')
         if isinstance(iface, str) and iface:
             if _ip(iface) is None:
@@ -651,9 +665,9 @@ def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd):
     if is_control_plane:
         ports['cluster_apiserver_port'] = values.get('cluster_apiserver_port')
         out.extend(Problem(var, values.get(var), rule, host) for var, rule in webhook_route_problems(values))
-    if runs_pods:
-        if values.get('cluster_apiserver_endpoint') == '':  # the local API load balancer runs
-            ports['cluster_apiserver_lb_port'] = values.get('cluster_apiserver_lb_port')
+    if runs_pods and values.get('cluster_apiserver_endpoint') == '':  # the local API load balancer runs
+        ports['cluster_apiserver_lb_port'] = values.get('cluster_apiserver_lb_port')
+    if joins_pod_network:
         var, port = flannel_port(values)
         if var:
             ports[var] = port
@@ -697,6 +711,12 @@ def setting_problems(values):
             and as_bool(extra['client-cert-auth']) is not True:
         out.append(('etcd_extra_flags', 'turns client-cert-auth off while etcd_auth_enabled is true: etcd would '
                     'take no certificate for a user, and the API server and flannel would be locked out'))
+    flags = dict(values.get('kube_apiserver_flags') or {})
+    flags.update(values.get('kube_apiserver_extra_flags') or {})
+    if flags.get('authentication-config') is not None and flags.get('anonymous-auth') is not None:
+        out.append(('kube_apiserver_extra_flags', 'sets anonymous-auth beside authentication-config, whose file says '
+                    'who may ask anonymously (kube_apiserver_anonymous_paths): kube-apiserver refuses to start with '
+                    'both; set kube_apiserver_anonymous_paths instead ([] turns anonymous requests off)'))
     renew = values.get('pki_renew_before_days')
     for var in ('pki_cert_lifetime_days', 'pki_ca_lifetime_days'):
         lifetime = values.get(var)
@@ -811,11 +831,11 @@ def cluster_problems(hosts, groups, settings):
                 '(%s): flannel wants room for four node subnets at least' % pod_cidr)
         elif subnet_len - pod_net.prefixlen < 24:
             room = 2 ** (subnet_len - pod_net.prefixlen) - 2
-            pod_hosts = _pod_hosts(groups, settings)
-            if len(pod_hosts) > room:
+            lease_hosts = _lease_hosts(groups, settings)
+            if len(lease_hosts) > room:
                 add('cluster_pod_subnet_len', subnet_len, 'leaves room for %d node subnets in cluster_pod_cidr %s '
-                    '(flannel keeps the first and the last), but %d hosts run pods'
-                    % (max(room, 0), pod_cidr, len(pod_hosts)))
+                    '(flannel keeps the first and the last), but %d hosts take one (the nodes, and the control '
+                    'planes that join the pod network)' % (max(room, 0), pod_cidr, len(lease_hosts)))
     named = [('cluster_pod_cidr', pod_cidr), ('cluster_service_cidr', service_cidr)]
     for name, cidr in sorted((settings.get('preflight_reserved_networks') or {}).items()):
         named.append(('preflight_reserved_networks.%s' % name, cidr))
@@ -958,7 +978,17 @@ def version_skew_problems(hosts, groups, settings):
     return out
 
 
+def _lease_hosts(groups, settings):
+    """The hosts that take a pod subnet lease (run flanneld): those that run pods, and the control planes that
+    join the pod network without a kubelet (cluster_control_plane_pod_network, true unless set false)."""
+    hosts = _pod_hosts(groups, settings)
+    if settings.get('cluster_control_plane_pod_network') is not False:
+        hosts += [h for h in groups.get(settings.get('cluster_control_plane_group')) or [] if h not in hosts]
+    return hosts
+
+
 def _pod_hosts(groups, settings):
+    """The hosts that run pods (a kubelet): the workers, and the control planes with cluster_control_plane_kubelet."""
     hosts = list(groups.get(settings.get('cluster_worker_group')) or [])
     if settings.get('cluster_control_plane_kubelet'):
         hosts += [h for h in groups.get(settings.get('cluster_control_plane_group')) or [] if h not in hosts]

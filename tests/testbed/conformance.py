@@ -5,6 +5,7 @@
         [--subset all|network]           network: the [sig-network] conformance tests only
         [--nodes N]                      ginkgo processes for the parallel part (default 4)
         [--up --down]                    bring the lab set up (site.yml) first / take it down after
+        [--focus REGEX]                  only the conformance tests whose name matches (a re-run)
     conformance.py summary [DIR]         the summary of a run (default: the last one)
 
 `run` builds what is missing (e2e.test, ginkgo, every image the suite uses),
@@ -125,17 +126,22 @@ def ginkgo_run(ginkgo: Path, e2e: Path, out: Path, label: str, focus: str, skip:
             f"--kubectl-path={kubectl}", f"--report-dir={out}", "--disable-log-dump"]
     log(f"{label}: {' '.join(cmd[:4])} ... ({nodes} process{'es' if nodes > 1 else ''})")
     start = time.monotonic()
-    with (out / f"{label}.log").open("w") as f:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                cwd=out)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            f.write(line)
-            # ginkgo prints one "•" line per finished spec with --no-color; keep progress short
-            if line.startswith(("•", "S [SKIPPED]", "[FAIL]", "Ran ", "FAIL!", "SUCCESS!")) \
-                    or "[FAILED]" in line[:40]:
-                print(f"  {label} {time.monotonic() - start:6.0f}s {line.rstrip()[:150]}", flush=True)
+    log_path = out / f"{label}.log"
+    with log_path.open("w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=out)
+        # Progress once a minute: ginkgo prints a "•" per finished spec (passed
+        # or not) and "[FAILED] [" at the head of each failure's report.
+        shown = start
+        while proc.poll() is None:
+            time.sleep(5)
+            if time.monotonic() - shown >= 60:
+                shown = time.monotonic()
+                text = log_path.read_text(errors="replace")
+                print(f"  {label} {(shown - start) / 60:5.1f} min: {text.count('•')} specs done, "
+                      f"{text.count('[FAILED] [')} failed", flush=True)
         code = proc.wait()
+    tail = log_path.read_text(errors="replace").splitlines()[-12:]
+    print("\n".join(f"  {label} | {line}" for line in tail if line.strip()), flush=True)
     log(f"{label}: exit {code} after {(time.monotonic() - start) / 60:.1f} min")
     return code
 
@@ -173,6 +179,7 @@ def summarize(out: Path, expected: int, minutes: dict) -> dict:
     summary = {"dir": str(out), "expected": expected, "ran": len(results), **counts,
                "minutes": minutes, "failed_tests": [r for r in results if r["state"] == "failed"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    expected = expected or len(results)
     lines = [f"conformance summary ({out.name})",
              f"  {counts['passed']}/{expected} passed, {counts['failed']} failed, "
              f"{counts['skipped']} skipped, {expected - len(results)} not run",
@@ -199,7 +206,20 @@ def expected_count(e2e: Path, subset: str) -> int:
     return sum(1 for e in entries if "file: test/e2e/network/" in e)
 
 
-def run(name: str, subset: str, nodes: int, up: bool, down: bool, workers: int) -> int:
+def forget_images(name: str) -> None:
+    """Take the suite's images (not the sandbox image) off the set's hosts, so
+    that this run pulls what it has just pushed, not an older build."""
+    refs = [ref for ref, _path in e2eimages.build_all() if "/pause:" not in ref]
+    hosts = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter", f"name=^{name}-"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    for host in hosts:
+        if host.endswith("-registry"):
+            continue
+        subprocess.run(["docker", "exec", host, "ctr", "-n", "k8s.io", "images", "rm", *refs],
+                       capture_output=True, check=False)
+
+
+def run(name: str, subset: str, nodes: int, up: bool, down: bool, workers: int, only: str = "") -> int:
     e2e, ginkgo = build()
     try:
         if up:
@@ -210,9 +230,12 @@ def run(name: str, subset: str, nodes: int, up: bool, down: bool, workers: int) 
                              f"(make lab first, or --up)")
         registry = e2eimages.push_all(name)
         log(f"images pushed to the lab registry {registry}")
+        forget_images(name)
         out = RUNS / f"{time.strftime('%Y%m%dT%H%M%S')}-{subset}"
         out.mkdir(parents=True)
         focus = SUBSETS[subset] + (".*" if SUBSETS[subset] else "") + CONFORMANCE_FOCUS
+        if only:
+            focus = f"(?:{only}).*{focus}"
         minutes = {}
         start = time.monotonic()
         code_p = ginkgo_run(ginkgo, e2e, out, "parallel", focus, SERIAL, nodes, kubeconfig, "4h")
@@ -222,7 +245,7 @@ def run(name: str, subset: str, nodes: int, up: bool, down: bool, workers: int) 
                             "", 1, kubeconfig, "4h")
         minutes["serial"] = (time.monotonic() - start) / 60
         minutes["total"] = minutes["parallel"] + minutes["serial"]
-        summary = summarize(out, expected_count(e2e, subset), minutes)
+        summary = summarize(out, expected_count(e2e, subset) if not only else 0, minutes)
         ok = code_p == 0 and code_s == 0 and summary["failed"] == 0 and summary["ran"] > 0
         return 0 if ok else 1
     finally:
@@ -242,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--up", action="store_true")
     p.add_argument("--down", action="store_true")
+    p.add_argument("--focus", default="", help="only the conformance tests whose name matches")
     p = sub.add_parser("summary")
     p.add_argument("dir", nargs="?")
     args = parser.parse_args(argv)
@@ -249,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         build()
         return 0
     if args.cmd == "run":
-        return run(args.name, args.subset, args.nodes, args.up, args.down, args.workers)
+        return run(args.name, args.subset, args.nodes, args.up, args.down, args.workers, args.focus)
     runs = sorted(RUNS.glob("*")) if RUNS.exists() else []
     target = Path(args.dir) if args.dir else (runs[-1] if runs else None)
     if target is None or not (target / "summary.txt").exists():

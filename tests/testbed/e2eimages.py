@@ -79,7 +79,7 @@ BASE_PACKAGES = ["busybox", "bind9-dnsutils", "curl", "ca-certificates", "iprout
                  "netcat-openbsd", "socat", "iperf", "procps", "iputils-ping", "netbase",
                  "nginx"]
 # Bumped when the base customisation changes.
-BASE_RECIPE = 2
+BASE_RECIPE = 3
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CREATED = "2026-01-01T00:00:00Z"
 
@@ -440,12 +440,14 @@ def customise_base(root: Path) -> None:
     (root / "etc/hostname").unlink(missing_ok=True)
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     (root / "etc/machine-id").unlink(missing_ok=True)
-    # Upstream's images run busybox's ash as /bin/sh (Alpine); several tests
-    # rely on its bash-like [[ ]]. Applets with no program of their own
+    # /bin/sh is bash: several tests rely on the [[ ]] of upstream's shell
+    # (busybox's ash, which dash lacks), and on a shell that passes on
+    # environment variables whose names are not shell identifiers (data-1),
+    # which Debian's ash drops. Busybox applets with no program of their own
     # (wget, ifconfig, netstat, ...) go to /usr/local/bin, as on Alpine.
     usr_bin = root / "usr/bin"
     (usr_bin / "sh").unlink()
-    (usr_bin / "sh").symlink_to("busybox")
+    (usr_bin / "sh").symlink_to("bash")
     out = subprocess.run(["chroot", str(root), "/usr/bin/busybox", "--list"], capture_output=True,
                          text=True, check=True).stdout.split()
     local = root / "usr/local/bin"
@@ -559,11 +561,12 @@ def registry_binary() -> Path:
     return go_binary("registry", REGISTRY_VERSION, build)
 
 
-def busybox_deb() -> Path:
-    """busybox-static from Debian BUSYBOX_SUITE, through apt with a private
-    source list and state (this machine's apt configuration is untouched)."""
+def busybox_deb(package: str = "busybox-static") -> Path:
+    """A package (busybox-static, bash-static) from Debian BUSYBOX_SUITE, through
+    apt with a private source list and state (this machine's apt configuration
+    is untouched)."""
     apt = WORK / f"apt-{BUSYBOX_SUITE}"
-    debs = sorted(apt.glob("busybox-static_*.deb"))
+    debs = sorted(apt.glob(f"{package}_*.deb"))
     if debs:
         return debs[-1]
     apt.mkdir(parents=True, exist_ok=True)
@@ -578,11 +581,12 @@ def busybox_deb() -> Path:
             "-o", f"Dir::Cache={apt / 'cache'}", "-o", "Dir::Etc::Preferences=/nonexistent",
             "-o", "Dir::Etc::PreferencesParts=/nonexistent", "-o", "APT::Architecture=amd64", "-q"]
     logf = mirror.LOGS / "e2eimages-busybox.log"
-    run(["apt-get", *opts, "update"], logf)
-    run(["apt-get", *opts, "download", "busybox-static"], logf, cwd=apt)
-    debs = sorted(apt.glob("busybox-static_*.deb"))
+    if not any((apt / "lists").glob("*Packages*")):
+        run(["apt-get", *opts, "update"], logf)
+    run(["apt-get", *opts, "download", package], logf, cwd=apt)
+    debs = sorted(apt.glob(f"{package}_*.deb"))
     if not debs:
-        raise ImageError(f"apt did not download busybox-static from {BUSYBOX_SUITE}; see {logf}")
+        raise ImageError(f"apt did not download {package} from {BUSYBOX_SUITE}; see {logf}")
     return debs[-1]
 
 
@@ -598,9 +602,17 @@ def busybox_layers() -> list[Layer]:
         binary = work / "usr" / "bin" / "busybox"
     applets = subprocess.run([str(binary), "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
+    bash_deb = busybox_deb("bash-static")
+    run(["dpkg-deb", "-x", str(bash_deb), str(work / "bash")], mirror.LOGS / "e2eimages-busybox.log")
+    bash = next(p for p in (work / "bash" / "bin" / "bash-static", work / "bash" / "usr" / "bin" / "bash-static")
+                if p.exists())
     # Like upstream's busybox image: every applet in /bin, a few accounts, /tmp.
-    entries = [Entry("bin/busybox", src=binary, mode=0o755)]
-    entries += [Entry(f"bin/{a}", "symlink", target="busybox") for a in applets if a != "busybox"]
+    # /bin/sh is a static bash, not busybox's ash: Debian's ash drops the
+    # environment variables whose names are not shell identifiers (data-1),
+    # which Kubernetes allows and the conformance tests print with `sh -c env`.
+    entries = [Entry("bin/busybox", src=binary, mode=0o755), Entry("bin/bash", src=bash, mode=0o755),
+               Entry("bin/sh", "symlink", target="bash")]
+    entries += [Entry(f"bin/{a}", "symlink", target="busybox") for a in applets if a not in ("busybox", "sh")]
     entries += [
         Entry("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
               b"bin:x:2:2:bin:/bin:/bin/false\nsys:x:3:3:sys:/dev:/bin/false\n"
@@ -723,7 +735,7 @@ def recipe_key(img: Image) -> str:
     pins = mirror.load_versions()[0]
     return hashlib.sha256(json.dumps(
         [img.ref, img.config, img.note, base_key(), BUSYBOX_SUITE, SAMPLE_APISERVER_VERSION,
-         {k: pins[k] for k in ("agnhost", "coredns", "etcd", "pause")}, 4], sort_keys=True).encode()).hexdigest()
+         {k: pins[k] for k in ("agnhost", "coredns", "etcd", "pause")}, 5], sort_keys=True).encode()).hexdigest()
 
 
 def build_all(force: bool = False) -> list[tuple[str, Path]]:

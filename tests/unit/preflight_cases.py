@@ -58,6 +58,7 @@ BAD_FORMAT = {
     'sysctl_value': ['', [1]],
     'package': ['Not A Package'],
     'kernel_module': ['bad module'],
+    'user_name': ['Etcd User', '-etcd'],
     'etcd_prefix': ['no/leading/slash', '/registry/flannel', '/trailing/'],
     'qualified_name': ['bad key!', 'example.com/'],
     'label_value': ['has space', 'v' * 64],
@@ -253,7 +254,14 @@ def cross_cases(addresses: list[str]) -> list[Case]:
         Case('no room for every node subnet', {'cluster_pod_cidr': '10.200.0.0/22', 'cluster_pod_subnet_len': 24,
                                                'cluster_control_plane_kubelet': True},
              expect=['cluster_pod_subnet_len = 24: leaves room for 2 node subnets in cluster_pod_cidr 10.200.0.0/22 '
-                     '(flannel keeps the first and the last), but 3 hosts run pods'],
+                     '(flannel keeps the first and the last), but 3 hosts take one'],
+             touches=frozenset(['@groups'])),
+        Case('no room for the control plane that joins the pod network',
+             {'cluster_pod_cidr': '10.200.0.0/22', 'cluster_pod_subnet_len': 24},
+             groups={'control_plane': [0], 'etcd': [0], 'workers': [1, 2]},
+             expect=['cluster_pod_subnet_len = 24: leaves room for 2 node subnets in cluster_pod_cidr 10.200.0.0/22 '
+                     '(flannel keeps the first and the last), but 3 hosts take one (the nodes, and the control '
+                     'planes that join the pod network)'],
              touches=frozenset(['@groups'])),
         Case('etcd authentication without certificate users', {'etcd_extra_flags': {'client-cert-auth': False}},
              expect=["etcd_extra_flags = {'client-cert-auth': False}: turns client-cert-auth off"],

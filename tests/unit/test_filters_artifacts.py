@@ -125,7 +125,8 @@ def test_images():
 def test_the_roles_catalog(tmp_path, addons):
     """The artifacts role's own catalog, rendered by Ansible with the collection's pins, through the filters;
     the addons' CRDs only when the addons are on, into their own directory."""
-    expr = ("{{ _artifacts_catalog | hardway.kubernetes.artifact_installs('/c', ['control_plane', 'etcd', 'nodes'], "
+    expr = ("{{ _artifacts_catalog | hardway.kubernetes.artifact_installs('/c', ['control_plane', 'etcd', 'nodes', "
+            "'pod_network'], "
             "'/b', '/n') | map(attribute='dest') | list }}")
     variables = yaml.safe_load((REPO / 'roles/cluster/defaults/main/versions.yml').read_text())
     variables.update(yaml.safe_load((REPO / 'roles/artifacts/vars/main.yml').read_text()))

@@ -77,6 +77,7 @@ def test_int_accepts_digits_from_the_command_line():
     ('coredns_upstream', '/etc/resolv.conf'), ('coredns_upstream', '192.0.2.53 192.0.2.54:5353'),
     ('hostname', '*.apps.example.com'), ('toml', '[plugins]\nx = 1\n'), ('sysctl_name', 'net.ipv4.ip_forward'),
     ('package', 'iptables'), ('flag_value', ['a', 'b']), ('flag_value', None), ('dir', '/var/lib/etcd'),
+    ('user_name', 'etcd'), ('user_name', 'root'),
 ])
 def test_formats_accept_good_values(fmt, good):
     assert checks.format_problem(fmt, good) is None
@@ -152,6 +153,25 @@ def test_networks_and_room_for_nodes():
                                    groups=dict(GROUPS, workers=['w1', 'w2', 'w3'])))
     lines = cluster(preflight_reserved_networks={'vpn': '10.32.0.0/20'})
     assert lines == ['cluster_service_cidr = "10.32.0.0/24": overlaps preflight_reserved_networks.vpn 10.32.0.0/20']
+
+
+def test_a_control_plane_that_joins_the_pod_network_takes_a_subnet():
+    """Two workers fit a /22 of /24s (room for 2); the control plane's flanneld makes it 3, unless it stays out."""
+    small = {'cluster_pod_cidr': '10.200.0.0/22', 'cluster_pod_subnet_len': 24}
+    assert cluster(**small, cluster_control_plane_pod_network=False) == []
+    assert cluster(**small) == [
+        'cluster_pod_subnet_len = 24: leaves room for 2 node subnets in cluster_pod_cidr 10.200.0.0/22 (flannel keeps '
+        'the first and the last), but 3 hosts take one (the nodes, and the control planes that join the pod network)']
+
+
+def test_flannel_inputs_are_checked_where_flanneld_runs():
+    values = {'flannel_iface': 'eth9'}
+    facts = {'interfaces': ['eth0', 'lo']}
+    assert checks.host_problems('cp1', values, facts, False, True, True, joins_pod_network=False) == []
+    lines = checks.render(checks.host_problems('cp1', values, facts, False, True, True, joins_pod_network=True),
+                          ['cp1', 'w1'])
+    assert lines == ['host cp1: flannel_iface = "eth9": is neither an address nor an interface of this host '
+                     '(interfaces: eth0, lo)']
 
 
 def test_hosts_must_differ_and_settings_must_not():
@@ -231,6 +251,17 @@ def test_settings_that_must_agree():
     found = dict(checks.setting_problems(values))
     assert set(found) == {'cluster_service_cidr', 'etcd_client_port', 'pki_renew_before_days',
                           'pki_cert_lifetime_days'}
+
+
+def test_anonymous_auth_flag_beside_the_authentication_config():
+    flags = {'authentication-config': '/etc/kubernetes/authentication-config.yaml'}
+    assert checks.setting_problems({'kube_apiserver_flags': flags}) == []
+    found = dict(checks.setting_problems({'kube_apiserver_flags': flags,
+                                          'kube_apiserver_extra_flags': {'anonymous-auth': False}}))
+    assert 'kube_apiserver_anonymous_paths instead' in found['kube_apiserver_extra_flags']
+    # without the file (removed with ~), the flag is the way to say it
+    assert checks.setting_problems({'kube_apiserver_flags': flags, 'kube_apiserver_extra_flags': {
+        'authentication-config': None, 'anonymous-auth': False}}) == []
 
 
 def test_render_folds_hosts():

@@ -35,7 +35,9 @@ WORKERS = [f"{LAB_SET}-w1", f"{LAB_SET}-w2"]
 HOSTS = [*CONTROL_PLANES, *WORKERS]
 # The first three octets of the lab set's addresses.
 NET = lab.network_of(LAB_SET)[1]
-CONTROL_PLANE_UNITS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+# flanneld last: a control plane without a kubelet still joins the pod network
+# (cluster_control_plane_pod_network), so that its API server reaches webhooks.
+CONTROL_PLANE_UNITS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "flanneld"]
 # On the workers: the local API load balancer first (the lab sets no cluster_apiserver_endpoint).
 WORKER_UNITS = ["kube-apiserver-lb", "containerd", "flanneld", "kubelet", "kube-proxy"]
 KUBECONFIG = STATE / "admin.kubeconfig"

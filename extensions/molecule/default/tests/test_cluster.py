@@ -143,12 +143,21 @@ def test_workers_ready():
     assert ready == {w: True for w in WORKERS}
 
 
-@pytest.mark.parametrize("name", WORKERS)
+@pytest.mark.parametrize("name", HOSTS)
 def test_flannel_vxlan_device(name):
     out = host(name).check_output("ip -d link show flannel.1")
     assert "vxlan id 1 " in out
     assert f"local {ADDRESS[name]} " in out
     assert "dstport 8472" in out
+
+
+@pytest.mark.parametrize("name", CONTROL_PLANES)
+def test_control_plane_reaches_pods_on_every_worker(workload, name):
+    """A control plane runs no pods but joins the pod network: its API server reaches webhooks in pods."""
+    for pod in ("web-1", "web-2"):
+        ip = workload[pod]["ip"]
+        out = host(name).run(f"curl -s -m 5 http://{ip}:8080/hostname")
+        assert out.rc == 0 and out.stdout.strip() == pod, (name, pod, out.stdout, out.stderr)
 
 
 def test_flannel_leases_and_network_config_in_etcd():

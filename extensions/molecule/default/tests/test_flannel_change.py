@@ -44,6 +44,8 @@ from labcluster import (
 
 NS = "hardway-flannel"
 DEFAULT_PORT, CHANGED_PORT = 8472, 8473
+# flanneld runs on every host: the control planes join the pod network too
+FLANNEL_HOSTS = CONTROL_PLANES + WORKERS
 # services that must not restart for a changed network config
 OTHERS = {cp: ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] for cp in CONTROL_PLANES} | {
     worker: [unit for unit in WORKER_UNITS if unit != "flanneld"] for worker in WORKERS}
@@ -115,15 +117,15 @@ def reach_each_other(ips: dict, seconds: int = 90) -> list[str]:
 
 def change(port: int | None, ips: dict) -> dict:
     """site.yml with the vxlan port (None: the default) and the force flag; what it left behind."""
-    before = {w: started(w, "flanneld") for w in WORKERS}
+    before = {w: started(w, "flanneld") for w in FLANNEL_HOSTS}
     others = {name: [started(name, unit) for unit in units] for name, units in OTHERS.items()}
     overrides = {"Port": port} if port else {}
     rc, out = site({"flannel_backend_overrides": overrides, "flannel_force_network_config": True})
     return {"rc": rc, "output": out, "flanneld_before": before,
-            "flanneld_after": {w: started(w, "flanneld") for w in WORKERS},
+            "flanneld_after": {w: started(w, "flanneld") for w in FLANNEL_HOSTS},
             "others_before": others,
             "others_after": {name: [started(name, unit) for unit in units] for name, units in OTHERS.items()},
-            "ports": {w: vxlan_port(w) for w in WORKERS}, "config": etcd_config(),
+            "ports": {w: vxlan_port(w) for w in FLANNEL_HOSTS}, "config": etcd_config(),
             "reached": reach_each_other(ips)}
 
 
@@ -131,10 +133,10 @@ def change(port: int | None, ips: dict) -> dict:
 def refused(pods):
     """site.yml with the new port but without the force flag."""
     config = etcd_config()
-    before = {w: started(w, "flanneld") for w in WORKERS}
+    before = {w: started(w, "flanneld") for w in FLANNEL_HOSTS}
     rc, out = site({"flannel_backend_overrides": {"Port": CHANGED_PORT}})
     return {"rc": rc, "output": out, "config_before": config, "config_after": etcd_config(),
-            "flanneld_before": before, "flanneld_after": {w: started(w, "flanneld") for w in WORKERS}}
+            "flanneld_before": before, "flanneld_after": {w: started(w, "flanneld") for w in FLANNEL_HOSTS}}
 
 
 @pytest.fixture(scope="module")
@@ -169,19 +171,20 @@ def test_change_with_the_flag(request, step, port):
     assert result["rc"] == 0, result["output"][-6000:]
     assert result["config"] == {"Network": "10.200.0.0/16", "SubnetLen": 24,
                                 "Backend": {"Type": "vxlan", "VNI": 1, "Port": port}}
-    # every flanneld restarted, and nothing else did
-    assert all(result["flanneld_after"][w] != result["flanneld_before"][w] for w in WORKERS), result["output"][-3000:]
+    # every flanneld restarted (the control planes' too: they join the pod network), and nothing else did
+    assert all(result["flanneld_after"][w] != result["flanneld_before"][w] for w in FLANNEL_HOSTS), \
+        result["output"][-3000:]
     assert result["others_after"] == result["others_before"]
     assert re.findall(r"RUNNING HANDLER \[hardway\.kubernetes\.flannel : Restart flanneld\]", result["output"])
     # flanneld made its vxlan device anew for the new port, on each node
-    assert result["ports"] == {w: port for w in WORKERS}
-    for name in WORKERS:
+    assert result["ports"] == {w: port for w in FLANNEL_HOSTS}
+    for name in FLANNEL_HOSTS:
         record = json.loads(host(name).file("/etc/kubernetes/flannel/network-config.json").content_string)
         assert record == result["config"]
     # and pods on the two workers still reach each other
     assert result["reached"] == ["web-2", "web-1"]
-    # each worker restarted flanneld once, for the record; no other change
+    # each host restarted flanneld once, for the record; no other change
     recap = {m[0]: int(m[2]) for m in RECAP.findall(result["output"])}
     assert {w: recap[w] for w in WORKERS} == {w: 2 for w in WORKERS}
-    assert recap[CP] == 1  # the network config in etcd
-    assert all(recap[cp] == 0 for cp in CONTROL_PLANES[1:])
+    assert recap[CP] == 3  # the network config in etcd, and its own flanneld's record and restart
+    assert all(recap[cp] == 2 for cp in CONTROL_PLANES[1:])
