@@ -80,6 +80,16 @@ def workload():
     info = {p["metadata"]["name"]: {"ip": p["status"]["podIP"], "node": p["spec"]["nodeName"]} for p in pods}
     svc = json.loads(kubectl("-n", NS, "get", "service", "web", "-o", "json"))
     info["service_ip"] = svc["spec"]["clusterIP"]
+    # A Service answers once the controller-manager has listed its pods in an
+    # EndpointSlice (on a busy machine some seconds after the pods are Ready).
+    deadline = time.monotonic() + 120
+    while True:
+        slices = json.loads(kubectl("-n", NS, "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
+                                    "-o", "json"))["items"]
+        ready = [e for s in slices for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
+        if len(ready) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     yield info
     kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
