@@ -136,7 +136,7 @@ def cmd_build(force: bool) -> int:
     try:
         kube_bench, moddir = go_build("kube-bench", VERSION, MODULE, MODULE,
                                       f"-s -w -X {MODULE}/cmd.KubeBenchVersion={VERSION}")
-        jq, _ = go_build("gojq", JQ_VERSION, JQ_MODULE, f"{JQ_MODULE}/cmd/gojq", "-s -w")
+        jq = go_build("gojq", JQ_VERSION, JQ_MODULE, f"{JQ_MODULE}/cmd/gojq", "-s -w")[0]
     except (mirror.BuildError, OSError) as exc:
         print(f"cis: FAILED: {exc}", file=sys.stderr)
         return 1

@@ -857,7 +857,7 @@ def ensure_registry(set_name: str, timeout: float = 60) -> str:
         data.mkdir(parents=True, exist_ok=True)
         log(f"starting {name} at {address} (storage {data})")
         docker("run", "-d", "--name", name, "--hostname", name, "--network", network,
-               "--ip", address.split(":")[0], "--label", "hardway.lab=1",
+               "--ip", address.split(":", maxsplit=1)[0], "--label", "hardway.lab=1",
                "--label", "hardway.role=registry", "--restart", "unless-stopped",
                "-v", f"{data}:/var/lib/registry", REGISTRY_IMAGE)
     deadline = time.monotonic() + timeout

@@ -57,8 +57,8 @@ def test_summarize_counts_per_target_and_lists_what_did_not_pass():
     totals, findings = cis.summarize(REPORT)
     assert totals == {"master": {"PASS": 1, "FAIL": 1, "WARN": 1, "INFO": 1},
                       "etcd": {"PASS": 2, "FAIL": 0, "WARN": 0, "INFO": 0}}
-    assert [(f["id"], f["status"], f["scored"]) for f in findings] == [("1.1.12", "FAIL", True),
-                                                                      ("1.2.1", "WARN", False)]
+    assert [(f["id"], f["status"], f["scored"]) for f in findings] == [
+        ("1.1.12", "FAIL", True), ("1.2.1", "WARN", False)]
 
 
 def test_summarize_of_an_empty_report():

@@ -31,8 +31,8 @@ JUNIT = """<?xml version="1.0" encoding="UTF-8"?>
 def test_only_conformance_specs_are_counted(tmp_path):
     (tmp_path / "junit-parallel.xml").write_text(JUNIT)
     results = conformance.junit_results(tmp_path / "junit-parallel.xml")
-    assert [(r["state"], r["seconds"]) for r in results] == [("passed", 20.5), ("failed", 40.0),
-                                                            ("skipped", 0.0)]
+    assert [(r["state"], r["seconds"]) for r in results] == [
+        ("passed", 20.5), ("failed", 40.0), ("skipped", 0.0)]
     assert results[1]["message"] == "pod never ran"
     assert conformance.junit_results(tmp_path / "missing.xml") == []
 
