@@ -45,3 +45,18 @@ def test_summary_counts_and_names_failures(tmp_path):
     text = (tmp_path / "summary.txt").read_text()
     assert "1/462 passed, 1 failed, 1 skipped, 459 not run" in text
     assert "FAILED (parallel) [sig-node] Pods should be submitted and removed" in text
+
+
+def test_a_test_counts_once_as_the_part_that_ran_it(tmp_path):
+    """The serial part's report lists the parallel part's tests as skipped, and the other way round."""
+    (tmp_path / "junit-parallel.xml").write_text(JUNIT)
+    serial = JUNIT.replace('status="passed" time="20.5"', 'status="skipped" time="0"').replace(
+        '<testcase name="[sig-apps] Job should run a job [Conformance]" classname="Kubernetes e2e suite"\n'
+        '              status="skipped" time="0"><skipped message="skipped"/></testcase>',
+        '<testcase name="[sig-apps] Job should run a job [Conformance]" classname="Kubernetes e2e suite"\n'
+        '              status="passed" time="7"/>')
+    (tmp_path / "junit-serial.xml").write_text(serial)
+    summary = conformance.summarize(tmp_path, 3, {"total": 1.0})
+    assert (summary["passed"], summary["failed"], summary["skipped"], summary["ran"]) == (2, 1, 0, 3)
+    assert "2/3 passed, 1 failed, 0 skipped, 0 not run" in (tmp_path / "summary.txt").read_text()
+
