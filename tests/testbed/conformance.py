@@ -67,11 +67,7 @@ def build(version: str | None = None) -> tuple[Path, Path]:
     b = mirror.Builder("e2e", version)
     try:
         mirror.k8s_wrapper(b, version)
-        (b.work / "tools.go").write_text(
-            "//go:build tools\n\npackage tools\n\nimport (\n"
-            '\t_ "github.com/onsi/ginkgo/v2/ginkgo"\n'
-            '\t_ "k8s.io/kubernetes/test/e2e"\n)\n')
-        b.run(["go", "mod", "tidy"])
+        b.require_packages(["github.com/onsi/ginkgo/v2/ginkgo", "k8s.io/kubernetes/test/e2e"])
         bindir = b.work / "bin"
         b.build(["github.com/onsi/ginkgo/v2/ginkgo"], bindir)
         b.run(["go", "test", "-c", "-trimpath", "-ldflags", mirror.k8s_ldflags(version),

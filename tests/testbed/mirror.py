@@ -149,6 +149,14 @@ class Builder:
         # A blank-importing file keeps `go mod tidy` from dropping the requires.
         return self.work
 
+    def require_packages(self, packages: list[str]) -> None:
+        """A tools.go that imports the packages to build, then `go mod tidy`:
+        the wrapper module then requires exactly what they need."""
+        (self.work / "tools.go").write_text(
+            "//go:build tools\n\npackage tools\n\nimport (\n"
+            + "".join(f'\t_ "{p}"\n' for p in packages) + ")\n")
+        self.run(["go", "mod", "tidy"])
+
     def build(self, packages: list[str], out: Path, ldflags: str = "-s -w",
               tags: str = "", cgo: bool = False, cwd: Path | None = None) -> None:
         env = go_env()
@@ -239,11 +247,7 @@ def k8s_wrapper(b: Builder, version: str) -> Path:
         if len(parts) == 3 and parts[1] == "=>" and parts[2].startswith("./staging/"):
             replaces[parts[0]] = f"{parts[0]} v0.{minor}"
     b.wrapper({"k8s.io/kubernetes": tag}, replaces, go_line, godebug)
-    (b.work / "tools.go").write_text(
-        "//go:build tools\n\npackage tools\n\nimport (\n"
-        '\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n'
-        '\t_ "k8s.io/kubernetes/test/images/agnhost"\n)\n')
-    b.run(["go", "mod", "tidy"])
+    b.require_packages(["k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/test/images/agnhost"])
     return Path(info["Dir"])
 
 
@@ -277,11 +281,7 @@ def build_etcd(b: Builder, version: str) -> list[Path]:
     tag = f"v{version}"
     b.wrapper({"go.etcd.io/etcd/server/v3": tag, "go.etcd.io/etcd/etcdctl/v3": tag,
                "go.etcd.io/etcd/etcdutl/v3": tag})
-    (b.work / "tools.go").write_text(
-        "//go:build tools\n\npackage tools\n\nimport (\n"
-        '\t_ "go.etcd.io/etcd/server/v3"\n\t_ "go.etcd.io/etcd/etcdctl/v3"\n'
-        '\t_ "go.etcd.io/etcd/etcdutl/v3"\n)\n')
-    b.run(["go", "mod", "tidy"])
+    b.require_packages(["go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/etcdctl/v3", "go.etcd.io/etcd/etcdutl/v3"])
     bindir = b.work / "bin"
     b.build(["go.etcd.io/etcd/server/v3"], bindir / "s")
     b.build(["go.etcd.io/etcd/etcdctl/v3"], bindir / "c")
@@ -303,10 +303,7 @@ def go_install_build(b: Builder, module: str, version: str, pkgs: list[str],
     selection keeps the higher one), for a version the proxy does not serve.
     """
     b.wrapper({module: version, **(also_require or {})})
-    (b.work / "tools.go").write_text(
-        "//go:build tools\n\npackage tools\n\nimport (\n"
-        + "".join(f'\t_ "{p}"\n' for p in pkgs) + ")\n")
-    b.run(["go", "mod", "tidy"])
+    b.require_packages(pkgs)
     bindir = b.work / "bin"
     b.build(pkgs, bindir, **kw)
     return bindir
@@ -545,10 +542,7 @@ def build_traefik(b: Builder, version: str) -> list[Path]:
     godebug = "\n".join(f"godebug {g['Key']}={g['Value']}" for g in upstream.get("Godebug") or [])
     b.wrapper({mod: tag}, replaces, upstream["Go"], godebug)
     (b.work / "go.sum").write_bytes((src / "go.sum").read_bytes())
-    (b.work / "tools.go").write_text(
-        "//go:build tools\n\npackage tools\n\nimport (\n"
-        f'\t_ "{mod}/cmd/traefik"\n)\n')
-    b.run(["go", "mod", "tidy"])
+    b.require_packages([f"{mod}/cmd/traefik"])
     # The release's codename and ldflags (.goreleaser.yml.tmpl): the version without "v".
     release = src / ".github" / "workflows" / "release.yaml"
     codename = next((line.split(":", 1)[1].strip() for line in release.read_text().splitlines()
