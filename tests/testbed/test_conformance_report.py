@@ -59,4 +59,3 @@ def test_a_test_counts_once_as_the_part_that_ran_it(tmp_path):
     summary = conformance.summarize(tmp_path, 3, {"total": 1.0})
     assert (summary["passed"], summary["failed"], summary["skipped"], summary["ran"]) == (2, 1, 0, 3)
     assert "2/3 passed, 1 failed, 0 skipped, 0 not run" in (tmp_path / "summary.txt").read_text()
-
