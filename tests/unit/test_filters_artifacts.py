@@ -145,3 +145,21 @@ def test_the_roles_catalog(tmp_path, addons):
         + ['/n/' + n for n in ('bridge', 'host-local', 'loopback', 'portmap', 'flannel')]
         + (['/etc/kubernetes/addons/crds/gateway-api-v1.5.1.yaml',
             '/etc/kubernetes/addons/crds/cert-manager-v1.20.3.yaml'] if addons else [])), output
+
+
+def test_a_control_plane_that_joins_the_pod_network_gets_flanneld_alone(tmp_path):
+    """cluster_control_plane_pod_network: the control plane's hosts get flanneld, none of a node's binaries."""
+    expr = ("{{ _artifacts_catalog | hardway.kubernetes.artifact_installs('/c', ['control_plane', 'etcd', "
+            "'pod_network'], '/b', '/n') | map(attribute='dest') | list }}")
+    variables = yaml.safe_load((REPO / 'roles/cluster/defaults/main/versions.yml').read_text())
+    variables.update(yaml.safe_load((REPO / 'roles/artifacts/vars/main.yml').read_text()))
+    variables = {k: v for k, v in variables.items() if k.startswith(('_artifacts_k8s', '_artifacts_gh',
+                                                                    '_artifacts_catalog', 'cluster_'))}
+    variables.update(cluster_dns_mode='deployment', cluster_config_dir='/etc/kubernetes',
+                     cluster_ingress_enabled=False, cluster_cert_manager_enabled=False)
+    rc, result, output = run_adhoc('ansible.builtin.debug', {'msg': expr}, tmp_path, pythonpath=False,
+                                   extra_vars=variables)
+    assert rc == 0, output
+    assert sorted(result['msg']) == sorted(
+        ['/b/' + n for n in ('kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl',
+                             'etcd', 'etcdctl', 'etcdutl', 'flanneld')]), output
