@@ -33,6 +33,7 @@ import hashlib
 import http.client
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -561,58 +562,73 @@ def registry_binary() -> Path:
     return go_binary("registry", REGISTRY_VERSION, build)
 
 
-def busybox_deb(package: str = "busybox-static") -> Path:
-    """A package (busybox-static, bash-static) from Debian BUSYBOX_SUITE, through
-    apt with a private source list and state (this machine's apt configuration
-    is untouched)."""
+def debian_apt() -> list[str]:
+    """apt-get options for Debian BUSYBOX_SUITE (packages and sources) with a
+    private source list and state: this machine's apt configuration is
+    untouched. The index is fetched the first time."""
     apt = WORK / f"apt-{BUSYBOX_SUITE}"
-    debs = sorted(apt.glob(f"{package}_*.deb"))
-    if debs:
-        return debs[-1]
     apt.mkdir(parents=True, exist_ok=True)
-    (apt / "sources.list").write_text(
-        f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian "
-        f"{BUSYBOX_SUITE} main\n")
-    (apt / "status").write_text("")
+    (apt / "sources.list").write_text("".join(
+        f"{kind} [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian "
+        f"{BUSYBOX_SUITE} main\n" for kind in ("deb", "deb-src")))
+    if not (apt / "status").exists():
+        (apt / "status").write_text("")
     for d in ("lists/partial", "cache/archives/partial"):
         (apt / d).mkdir(parents=True, exist_ok=True)
     opts = ["-o", f"Dir::Etc::SourceList={apt / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/nonexistent",
             "-o", f"Dir::State::Lists={apt / 'lists'}", "-o", f"Dir::State::status={apt / 'status'}",
             "-o", f"Dir::Cache={apt / 'cache'}", "-o", "Dir::Etc::Preferences=/nonexistent",
             "-o", "Dir::Etc::PreferencesParts=/nonexistent", "-o", "APT::Architecture=amd64", "-q"]
-    logf = mirror.LOGS / "e2eimages-busybox.log"
-    if not any((apt / "lists").glob("*Packages*")):
-        run(["apt-get", *opts, "update"], logf)
-    run(["apt-get", *opts, "download", package], logf, cwd=apt)
-    debs = sorted(apt.glob(f"{package}_*.deb"))
-    if not debs:
-        raise ImageError(f"apt did not download {package} from {BUSYBOX_SUITE}; see {logf}")
-    return debs[-1]
+    if not any((apt / "lists").glob("*Sources*")):
+        run(["apt-get", *opts, "update"], mirror.LOGS / "e2eimages-busybox.log")
+    return opts
 
 
 # ---------------------------------------------------------- the images
+def busybox_upstream() -> tuple[Path, str]:
+    """busybox as upstream releases it, built static with its defconfig (as the
+    image upstream's busybox test image starts from is). The release tarball
+    comes from Debian's source package (its .orig.tar, which apt checks
+    against the signed .dsc); Debian's own patches are left out: one of them
+    makes ash drop environment variables whose names are not shell
+    identifiers (data-1), which Kubernetes allows and four conformance tests
+    print with `sh -c env`."""
+    src = WORK / "busybox-src"
+    logf = mirror.LOGS / "e2eimages-busybox.log"
+    tarballs = sorted(src.glob("busybox_*.orig.tar.bz2"))
+    if not tarballs:
+        src.mkdir(parents=True, exist_ok=True)
+        opts = debian_apt()
+        run(["apt-get", *opts, "source", "--download-only", "busybox"], logf, cwd=src)
+        tarballs = sorted(src.glob("busybox_*.orig.tar.bz2"))
+        if not tarballs:
+            raise ImageError(f"apt did not download busybox's source from {BUSYBOX_SUITE}; see {logf}")
+    version = tarballs[-1].name.split("_")[1].removesuffix(".orig.tar.bz2")
+    binary = ROOT / "bin" / f"busybox-{version}"
+    if binary.exists():
+        return binary, version
+    tree = src / f"busybox-{version}"
+    shutil.rmtree(tree, ignore_errors=True)
+    run(["tar", "-C", str(src), "-xjf", str(tarballs[-1])], logf)
+    run(["make", "defconfig"], logf, cwd=tree)
+    config = (tree / ".config").read_text()
+    # Static, like upstream's image; tc does not build against current kernel headers.
+    config = config.replace("# CONFIG_STATIC is not set", "CONFIG_STATIC=y").replace("CONFIG_TC=y",
+                                                                                   "# CONFIG_TC is not set")
+    (tree / ".config").write_text(config)
+    run(["make", f"-j{os.cpu_count() or 2}"], logf, cwd=tree)
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(tree / "busybox", binary)
+    return binary, version
+
+
 def busybox_layers() -> list[Layer]:
-    deb = busybox_deb()
-    work = WORK / "busybox"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    run(["dpkg-deb", "-x", str(deb), str(work)], mirror.LOGS / "e2eimages-busybox.log")
-    binary = work / "bin" / "busybox"
-    if not binary.exists():
-        binary = work / "usr" / "bin" / "busybox"
+    binary, version = busybox_upstream()
     applets = subprocess.run([str(binary), "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
-    bash_deb = busybox_deb("bash-static")
-    run(["dpkg-deb", "-x", str(bash_deb), str(work / "bash")], mirror.LOGS / "e2eimages-busybox.log")
-    bash = next(p for p in (work / "bash" / "bin" / "bash-static", work / "bash" / "usr" / "bin" / "bash-static")
-                if p.exists())
     # Like upstream's busybox image: every applet in /bin, a few accounts, /tmp.
-    # /bin/sh is a static bash, not busybox's ash: Debian's ash drops the
-    # environment variables whose names are not shell identifiers (data-1),
-    # which Kubernetes allows and the conformance tests print with `sh -c env`.
-    entries = [Entry("bin/busybox", src=binary, mode=0o755), Entry("bin/bash", src=bash, mode=0o755),
-               Entry("bin/sh", "symlink", target="bash")]
-    entries += [Entry(f"bin/{a}", "symlink", target="busybox") for a in applets if a not in ("busybox", "sh")]
+    entries = [Entry("bin/busybox", src=binary, mode=0o755)]
+    entries += [Entry(f"bin/{a}", "symlink", target="busybox") for a in applets if a != "busybox"]
     entries += [
         Entry("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
               b"bin:x:2:2:bin:/bin:/bin/false\nsys:x:3:3:sys:/dev:/bin/false\n"
@@ -628,8 +644,7 @@ def busybox_layers() -> list[Layer]:
         Entry("usr/sbin", "dir", mode=0o755), Entry("dev", "dir", mode=0o755),
         Entry("proc", "dir", mode=0o755), Entry("sys", "dir", mode=0o755),
     ]
-    version = urllib.parse.unquote(deb.name.split("_")[1]).split(":")[-1]
-    return [files_layer("busybox", entries, f"busybox-static {version} from Debian {BUSYBOX_SUITE}")]
+    return [files_layer("busybox", entries, f"busybox {version}, upstream's release built static")]
 
 
 def agnhost_layers() -> list[Layer]:
@@ -735,7 +750,7 @@ def recipe_key(img: Image) -> str:
     pins = mirror.load_versions()[0]
     return hashlib.sha256(json.dumps(
         [img.ref, img.config, img.note, base_key(), BUSYBOX_SUITE, SAMPLE_APISERVER_VERSION,
-         {k: pins[k] for k in ("agnhost", "coredns", "etcd", "pause")}, 5], sort_keys=True).encode()).hexdigest()
+         {k: pins[k] for k in ("agnhost", "coredns", "etcd", "pause")}, 6], sort_keys=True).encode()).hexdigest()
 
 
 def build_all(force: bool = False) -> list[tuple[str, Path]]:
