@@ -177,10 +177,13 @@ def summarize(out: Path, expected: int, minutes: dict) -> dict:
                 merged[r["name"]] = r
     results = list(merged.values())
     counts = {s: sum(1 for r in results if r["state"] == s) for s in ("passed", "failed", "skipped")}
+    if not expected:  # a --focus run: the tests it selected
+        results = [r for r in results if r["state"] != "skipped"]
+        counts["skipped"] = 0
+        expected = len(results)
     summary = {"dir": str(out), "expected": expected, "ran": len(results), **counts,
                "minutes": minutes, "failed_tests": [r for r in results if r["state"] == "failed"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    expected = expected or len(results)
     lines = [f"conformance summary ({out.name})",
              f"  {counts['passed']}/{expected} passed, {counts['failed']} failed, "
              f"{counts['skipped']} skipped, {expected - len(results)} not run",
