@@ -59,3 +59,9 @@ def test_a_test_counts_once_as_the_part_that_ran_it(tmp_path):
     summary = conformance.summarize(tmp_path, 3, {"total": 1.0})
     assert (summary["passed"], summary["failed"], summary["skipped"], summary["ran"]) == (2, 1, 0, 3)
     assert "2/3 passed, 1 failed, 0 skipped, 0 not run" in (tmp_path / "summary.txt").read_text()
+
+
+def test_a_subset_counts_its_own_tests(tmp_path):
+    (tmp_path / "junit-parallel.xml").write_text(JUNIT)
+    summary = conformance.summarize(tmp_path, 1, {"total": 0.5}, "[sig-network]")
+    assert (summary["passed"], summary["failed"], summary["skipped"], summary["ran"]) == (1, 0, 0, 1)
