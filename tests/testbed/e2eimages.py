@@ -613,8 +613,8 @@ def busybox_upstream() -> tuple[Path, str]:
     run(["make", "defconfig"], logf, cwd=tree)
     config = (tree / ".config").read_text()
     # Static, like upstream's image; tc does not build against current kernel headers.
-    config = config.replace("# CONFIG_STATIC is not set", "CONFIG_STATIC=y").replace("CONFIG_TC=y",
-                                                                                   "# CONFIG_TC is not set")
+    config = config.replace("# CONFIG_STATIC is not set", "CONFIG_STATIC=y")
+    config = config.replace("CONFIG_TC=y", "# CONFIG_TC is not set")
     (tree / ".config").write_text(config)
     run(["make", f"-j{os.cpu_count() or 2}"], logf, cwd=tree)
     binary.parent.mkdir(parents=True, exist_ok=True)
