@@ -117,13 +117,7 @@ def slowest(result: dict, n: int = 10) -> list[dict]:
 
 
 def lab_inventory(workers: int, control_planes: int = 1) -> Path:
-    d = BENCH / f"inventory-{control_planes}-{workers}"
-    if d.exists():
-        shutil.rmtree(d)
-    (d / "group_vars").mkdir(parents=True)
-    (d / "hosts.yml").write_text(lab.inventory(workers, SET, control_planes))
-    shutil.copy(REPO / "inventories" / "lab" / "group_vars" / "all.yml", d / "group_vars" / "all.yml")
-    return d / "hosts.yml"
+    return lab.write_inventory(BENCH / f"inventory-{control_planes}-{workers}", workers, SET, control_planes)
 
 
 def smoke(state: Path) -> tuple[bool, float]:

@@ -92,13 +92,7 @@ def state_dir(name: str) -> Path:
 def inventory_of(name: str, workers: int) -> Path:
     if name == "lab":
         return REPO / "inventories" / "lab" / "hosts.yml"
-    where = mirror.CACHE / "conformance" / f"inventory-{name}"
-    where.mkdir(parents=True, exist_ok=True)
-    (where / "hosts.yml").write_text(lab.inventory(workers, name))
-    if (where / "group_vars").exists():
-        shutil.rmtree(where / "group_vars")
-    shutil.copytree(REPO / "inventories" / "lab" / "group_vars", where / "group_vars")
-    return where / "hosts.yml"
+    return lab.write_inventory(mirror.CACHE / "conformance" / f"inventory-{name}", workers, name)
 
 
 def bring_up(name: str, workers: int) -> None:
@@ -215,7 +209,7 @@ def expected_count(e2e: Path, subset: str) -> int:
 def forget_images(name: str) -> None:
     """Take the suite's images (not the sandbox image) off the set's hosts, so
     that this run pulls what it has just pushed, not an older build."""
-    refs = [ref for ref, _path in e2eimages.build_all() if "/pause:" not in ref]
+    refs = [image.ref for image in e2eimages.images() if "/pause:" not in image.ref]
     hosts = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter", f"name=^{name}-"],
                            capture_output=True, text=True, check=True).stdout.split()
     for host in hosts:

@@ -563,14 +563,14 @@ def registry_binary() -> Path:
 
 
 def debian_apt() -> list[str]:
-    """apt-get options for Debian BUSYBOX_SUITE (packages and sources) with a
+    """apt-get options for Debian BUSYBOX_SUITE's source packages, with a
     private source list and state: this machine's apt configuration is
     untouched. The index is fetched the first time."""
     apt = WORK / f"apt-{BUSYBOX_SUITE}"
     apt.mkdir(parents=True, exist_ok=True)
-    (apt / "sources.list").write_text("".join(
-        f"{kind} [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian "
-        f"{BUSYBOX_SUITE} main\n" for kind in ("deb", "deb-src")))
+    (apt / "sources.list").write_text(
+        f"deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian "
+        f"{BUSYBOX_SUITE} main\n")
     if not (apt / "status").exists():
         (apt / "status").write_text("")
     for d in ("lists/partial", "cache/archives/partial"):

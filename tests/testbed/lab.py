@@ -314,6 +314,18 @@ def inventory(workers: int, prefix: str, control_planes: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_inventory(where: Path, workers: int, prefix: str, control_planes: int = 1) -> Path:
+    """An inventory directory for a lab set: its hosts.yml, and the lab's group_vars beside it
+    (a fresh copy of inventories/lab/group_vars/all.yml). Returns the hosts.yml."""
+    if where.exists():
+        shutil.rmtree(where)
+    (where / "group_vars").mkdir(parents=True)
+    (where / "hosts.yml").write_text(inventory(workers, prefix, control_planes))
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copy(repo / "inventories" / "lab" / "group_vars" / "all.yml", where / "group_vars" / "all.yml")
+    return where / "hosts.yml"
+
+
 def instances(workers: int, prefix: str, control_planes: int = 1) -> str:
     """Molecule's instance config for the hosts (reached with docker exec)."""
     return "".join(f"- {{instance: {name}, address: {name}, user: root, connection: community.docker.docker}}\n"
