@@ -18,6 +18,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from urllib.parse import urlsplit
 
 from ansible import constants as C
 from ansible.errors import AnsibleError
@@ -45,16 +46,21 @@ ARGUMENT_SPEC = {
         'options': {
             'src': {'type': 'path'},
             'content': {'type': 'str'},
+            'url': {'type': 'str'},
+            'url_sha256': {'type': 'str'},
+            'member': {'type': 'str'},
             'dest': {'type': 'str', 'required': True},
             'mode': {'type': 'raw', 'required': True},
             'owner': {'type': 'str', 'default': 'root'},
             'group': {'type': 'str', 'default': 'root'},
             'diff': {'type': 'bool', 'default': True},
         },
-        'mutually_exclusive': [['src', 'content']],
-        'required_one_of': [['src', 'content']],
+        'mutually_exclusive': [['src', 'content', 'url']],
+        'required_one_of': [['src', 'content', 'url']],
+        'required_by': {'url': 'url_sha256', 'member': 'url', 'url_sha256': 'url'},
     },
     'digest_cache': {'type': 'str'},
+    'download_timeout': {'type': 'int'},
     # str, not path: a path is the host's, never expanded on the controller
     'directories': {'type': 'list', 'elements': 'dict', 'default': [], 'options': directory_options('str')},
 }
@@ -90,6 +96,20 @@ class ActionModule(ActionBase):
         for index, item in enumerate(files):
             content = item['content']
             src = None
+            if item['url']:
+                # downloaded by the host itself: nothing to hash or transfer here
+                label = 'files[%d] (url=%s, dest=%s)' % (index, item['url'], item['dest'])
+                try:
+                    mode = format_mode(parse_mode(item['mode']))
+                except ValueError as exc:
+                    raise InstallError('%s: %s' % (label, exc)) from None
+                if urlsplit(item['url']).scheme.lower() not in ('http', 'https'):
+                    raise InstallError('%s: url must be an http:// or https:// URL' % label)
+                module = {'url': item['url'], 'url_sha256': item['url_sha256'], 'member': item['member'],
+                          'dest': item['dest'], 'mode': mode, 'owner': item['owner'], 'group': item['group']}
+                items.append({'module': module, 'size': 0, 'key': 'url:%s' % item['url'], 'data': None,
+                              'text': None, 'source': item['url'] + ('#' + item['member'] if item['member'] else '')})
+                continue
             if content is None:
                 label = 'files[%d] (src=%s, dest=%s)' % (index, item['src'], item['dest'])
                 try:
@@ -120,13 +140,15 @@ class ActionModule(ActionBase):
             if show_text:
                 module['text_diff'] = True
             items.append({'module': module, 'size': size, 'key': key, 'data': data,
-                          'text': content if show_text else None})
+                          'text': content if show_text else None, 'source': src})
         return items
 
     def _module(self, phase, files, directories, task_vars, bundle=None):
         args = {'phase': phase, 'files': files, 'directories': directories}
         if self._digest_cache is not None:
             args['digest_cache'] = self._digest_cache
+        if self._download_timeout is not None:
+            args['download_timeout'] = self._download_timeout
         if bundle:
             args['bundle'] = bundle
         return self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
@@ -174,6 +196,7 @@ class ActionModule(ActionBase):
     def _run(self, result, task_vars):
         args = self.validate_argument_spec(ARGUMENT_SPEC)[1]
         self._digest_cache = args['digest_cache']
+        self._download_timeout = args['download_timeout']
         try:
             items = self._prepare(args['files'], text_diff=bool(self._task.diff))
             directories = [self._directory(index, item) for index, item in enumerate(args['directories'])]
@@ -198,13 +221,16 @@ class ActionModule(ActionBase):
         changed = [i for i, entry in enumerate(found) if entry['reasons']]
         changed_dirs = [i for i, entry in enumerate(found_dirs) if entry['reasons']]
         if (changed or changed_dirs) and not self._task.check_mode:
-            transfer = [i for i in changed if found[i]['reasons'][0] in CONTENT_REASONS]
+            content = [i for i in changed if found[i]['reasons'][0] in CONTENT_REASONS]
+            transfer = [i for i in content if not items[i]['module'].get('url')]
             remote, bundle = self._transfer(items, transfer) if transfer else ({}, None)
             apply_files = []
             for i in changed:
                 entry = dict(items[i]['module'])
                 if i in remote:
                     entry['tmp_src'] = remote[i]
+                if entry.get('url') and i in content:
+                    entry['fetch'] = True  # the host downloads it
                 apply_files.append(entry)
             applied = self._module('apply', apply_files, [directories[i] for i in changed_dirs], task_vars,
                                    bundle=bundle)
@@ -260,7 +286,7 @@ class ActionModule(ActionBase):
             reasons = list(entry['reasons'])
             outcomes.append({
                 'dest': entry['dest'],
-                'src': item['module']['src'],
+                'src': item['source'],
                 'changed': i in changed,
                 'reason': reasons[0] if reasons else UP_TO_DATE,
                 'reasons': reasons,

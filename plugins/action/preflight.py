@@ -26,13 +26,15 @@ from ansible_collections.hardway.kubernetes.plugins.plugin_utils import prefligh
 _CROSS_FIELD = ('etcd_client_port', 'etcd_peer_port', 'etcd_metrics_url', 'kubelet_fail_swap_on',
                 'node_disable_swap', 'flannel_iface', 'flannel_public_ip', 'flannel_backend',
                 'flannel_backend_overrides', 'preflight_reserved_networks', 'etcd_extra_flags', 'etcd_auth_enabled',
-                'kube_apiserver_flags', 'kube_apiserver_extra_flags', 'cert_manager_webhook_host_network')
+                'kube_apiserver_flags', 'kube_apiserver_extra_flags', 'cert_manager_webhook_host_network',
+                'artifacts_download_on', 'artifacts_mirror')
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(('scope', 'roles', 'rules', 'config_fields', 'removed', 'result_var', 'supported_os'))
+    _VALID_ARGS = frozenset(('scope', 'roles', 'rules', 'config_fields', 'removed', 'result_var', 'supported_os',
+                             'reach_var'))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -201,6 +203,7 @@ class ActionModule(ActionBase):
             data = _plain(data)
             hosts[host] = {'values': data['values'], 'network': data.get('network', ''), 'reachable': True}
             problems += [checks.Problem(*p) for p in data.get('problems', [])]
+            problems += _reach_problems(host, hostvars[host].get(args.get('reach_var') or '_artifacts_reach'))
         reached = [h for h in play_hosts if hosts[h].get('reachable')]
         if not reached:
             return {'failed': True, 'msg': 'preflight: no host answered'}
@@ -218,6 +221,24 @@ class ActionModule(ActionBase):
                     'msg': 'preflight found %d problem(s); nothing has been changed:\n- %s'
                            % (len(lines), '\n- '.join(lines))}
         return {'msg': 'preflight: every input and every host checked, no problem', 'problems': []}
+
+
+def _reach_problems(host, reach):
+    """A problem per server the host could not get its probe file from (roles/artifacts/tasks/reach.yml)."""
+    problems = []
+    for answer in (reach or {}).get('results') or []:
+        if answer.get('skipped') or not isinstance(answer.get('item'), dict):
+            continue
+        status = answer.get('status')
+        if status == 200:
+            continue
+        url = str(answer['item'].get('url'))
+        why = 'HTTP %s' % status if isinstance(status, int) and status > 0 else \
+            str(answer.get('msg') or 'no answer').strip().splitlines()[0][:200]
+        problems.append(checks.problem(str(answer['item'].get('var') or 'artifacts_mirror'), url,
+                                       'cannot be fetched from this host, which downloads its files itself '
+                                       '(artifacts_download_on: hosts): %s' % why, host))
+    return problems
 
 
 def _first_line(exc):

@@ -8,6 +8,12 @@
   with the given install groups gets, ``{src, dest}``, from the controller cache.
 - ``image_downloads(images, images_url, cache_dir)``: one artifact_fetch item per image archive.
 - ``image_files(images, cache_dir, host_dir)``: the image archives as install_files items.
+- ``artifact_url_installs(catalog, downloads, digests, host_groups, bin_dir, cni_bin_dir)`` and
+  ``image_url_files(images, images_url, digests, host_dir)``: the same files as install_files items
+  that the host downloads itself (``url``, ``url_sha256``, ``member`` inside an archive).
+- ``images_for_host(images, host_groups)``: the image archives meant for a host (``groups``).
+- ``artifact_probe_urls(catalog, downloads, host_groups, images, images_url, source_var)``: one
+  small file per server a host downloads from, which preflight asks from the host.
 
 A catalog entry: ``name``, ``site`` (the top directory of a mirror), ``dir`` and ``file`` (below
 the site), ``checksum`` (a suffix such as ``.sha256`` appended to the file name, or the name of a
@@ -21,6 +27,7 @@ installed name) and ``enabled`` (false: neither downloaded nor installed, for an
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 
@@ -92,6 +99,88 @@ def artifact_installs(catalog, cache_dir, host_groups, bin_dir, cni_bin_dir):
     return out
 
 
+def _digest(digests, name, filter_name):
+    found = (digests or {}).get(name)
+    digest = found.get('sha256') if isinstance(found, dict) else found
+    if not isinstance(digest, str) or not re.match(r'^[0-9a-f]{64}$', digest):
+        raise AnsibleFilterError('hardway.kubernetes.%s: no sha256 resolved for %s' % (filter_name, name))
+    return digest
+
+
+def artifact_url_installs(catalog, downloads, digests, host_groups, bin_dir, cni_bin_dir):
+    """``{url, url_sha256, member, dest, mode}`` for every file the host downloads itself.
+
+    ``downloads`` are :func:`artifact_downloads`' items (their URLs), ``digests`` the
+    artifact_fetch result's ``items`` (name -> ``{sha256}``) or a plain name -> sha256 mapping.
+    A file inside an archive names its ``member``; a download that is the file itself has none.
+    """
+    groups = set(host_groups or [])
+    urls = {item['name']: item['url'] for item in downloads or []}
+    out = []
+    for entry in _catalog(catalog, 'artifact_url_installs'):
+        wanted = [name for name, on in entry['install'].items() if groups.intersection(on or [])]
+        if not wanted:
+            continue
+        if entry['name'] not in urls:
+            raise AnsibleFilterError('hardway.kubernetes.artifact_url_installs: %s is not among the downloads'
+                                     % entry['name'])
+        digest = _digest(digests, entry['name'], 'artifact_url_installs')
+        archive = ARCHIVE.search(entry['file'])
+        directory = entry.get('install_dir') or (cni_bin_dir if entry.get('cni') else bin_dir)
+        for name in wanted:
+            item = {'url': urls[entry['name']], 'url_sha256': digest,
+                    'dest': '%s/%s' % (directory.rstrip('/'), (entry.get('rename') or {}).get(name, name)),
+                    'mode': entry.get('mode') or '0755'}
+            if archive:
+                item['member'] = '%s%s' % (entry.get('archive_root') or '', name)
+            out.append(item)
+    return out
+
+
+def artifact_probe_urls(catalog, downloads, host_groups, images=None, images_url='', source_var='artifacts_mirror'):
+    """What to ask from a host to learn that it reaches every server it downloads from: ``[{url, var}]``.
+
+    One small file per server (scheme and host:port): the checksum file of the first
+    download this host needs from it, and for image archives the checksum file of the
+    first archive. ``var`` names the variable that chose the server.
+    """
+    groups = set(host_groups or [])
+    checksums = {item['name']: item['checksum_url'] for item in downloads or []}
+    seen = set()
+    out = []
+
+    def add(url, var):
+        parts = urlsplit(url)
+        server = (parts.scheme.lower(), parts.netloc.lower())
+        if parts.scheme.lower() in ('http', 'https') and server not in seen:
+            seen.add(server)
+            out.append({'url': url, 'var': var})
+
+    for entry in _catalog(catalog, 'artifact_probe_urls'):
+        if entry['name'] in checksums and any(groups.intersection(on or []) for on in entry['install'].values()):
+            add(checksums[entry['name']], source_var)
+    if images and images_url:
+        first = _images(images, 'artifact_probe_urls')[0]
+        add('%s/%s.sha256' % (images_url.rstrip('/'), first['archive']), 'artifacts_images_url')
+    return out
+
+
+def images_for_host(images, host_groups):
+    """The image archives a host imports: those without ``groups``, and those whose groups meet ``host_groups``.
+
+    ``host_groups`` is the host's group names and its own inventory name.
+    """
+    groups = set(host_groups or [])
+    return [i for i in _images(images, 'images_for_host') if not i.get('groups') or groups.intersection(i['groups'])]
+
+
+def image_url_files(images, images_url, digests, host_dir):
+    """install_files items for image archives the host downloads from ``images_url`` itself, mode 0644."""
+    return [{'url': '%s/%s' % (images_url, i['archive']), 'url_sha256': _digest(digests, i['ref'], 'image_url_files'),
+             'dest': '%s/%s' % (host_dir, i['archive']), 'mode': '0644'}
+            for i in _images(images, 'image_url_files')]
+
+
 def _images(images, filter_name):
     if not isinstance(images, (list, tuple)):
         raise AnsibleFilterError('hardway.kubernetes.%s expects a list of images, got %s'
@@ -125,4 +214,8 @@ class FilterModule:
             'artifact_installs': artifact_installs,
             'image_downloads': image_downloads,
             'image_files': image_files,
+            'artifact_url_installs': artifact_url_installs,
+            'artifact_probe_urls': artifact_probe_urls,
+            'images_for_host': images_for_host,
+            'image_url_files': image_url_files,
         }

@@ -198,7 +198,21 @@ def normalize_files(files, require_sha256=True):
         sha256 = (item.get('sha256') or '').lower()
         if sha256 and not SHA256_RE.match(sha256):
             raise InstallError('%s: sha256 must be 64 hexadecimal digits' % label)
-        if require_sha256 and not sha256:
+        url = item.get('url')
+        url_sha256 = (item.get('url_sha256') or '').lower()
+        member = item.get('member') or None
+        if url:
+            if not SHA256_RE.match(url_sha256):
+                raise InstallError('%s: url needs url_sha256, 64 hexadecimal digits' % label)
+            if item.get('src') or item.get('tmp_src'):
+                raise InstallError('%s: url excludes src and tmp_src' % label)
+            if member and (member.startswith('/') or '..' in member.split('/')):
+                raise InstallError('%s: member must be a relative path inside the archive' % label)
+            if not member:
+                sha256 = url_sha256  # the download is the file itself
+        elif member or url_sha256:
+            raise InstallError('%s: member and url_sha256 go with url' % label)
+        if require_sha256 and not sha256 and not url:
             raise InstallError('%s: sha256 is missing. This module runs through its action plugin '
                                '(hardway.kubernetes.install_files), which computes it from src' % label)
         result.append({
@@ -212,6 +226,10 @@ def normalize_files(files, require_sha256=True):
             'group': item.get('group') or 'root',
             'tmp_src': item.get('tmp_src'),
             'text_diff': bool(item.get('text_diff')),
+            'url': url or None,
+            'url_sha256': url_sha256 if url else None,
+            'member': member if url else None,
+            'fetch': bool(item.get('fetch')),
         })
     return result
 
@@ -281,6 +299,8 @@ class DigestCache:
     def __init__(self, path):
         self.path = path
         self.entries = {}
+        # Digests of archive members, by "<archive sha256>/<member>" (see module_utils/downloads.py).
+        self.members = {}
         self.dirty = False
         if not path:
             return
@@ -291,6 +311,18 @@ class DigestCache:
             return
         if isinstance(data, dict) and isinstance(data.get('files'), dict):
             self.entries = data['files']
+        if isinstance(data, dict) and isinstance(data.get('members'), dict):
+            self.members = {k: v for k, v in data['members'].items()
+                            if isinstance(v, str) and SHA256_RE.match(v)}
+
+    def member(self, key):
+        return self.members.get(key)
+
+    def put_member(self, key, digest):
+        """Keep the content digest of an archive member (kept also when caching is off for files)."""
+        if self.members.get(key) != digest:
+            self.members[key] = digest
+            self.dirty = True
 
     @staticmethod
     def _key(st):
@@ -332,7 +364,7 @@ class DigestCache:
             return
         try:
             make_parents(self.path)
-            data = json.dumps({'files': self.entries}, sort_keys=True).encode()
+            data = json.dumps({'files': self.entries, 'members': self.members}, sort_keys=True).encode()
             write_atomic(self.path, data, 0o644)
             self.dirty = False
         except (OSError, InstallError):

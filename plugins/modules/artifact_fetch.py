@@ -129,6 +129,13 @@ options:
       - How many items are processed at the same time (V(1) processes them one after the other).
     type: int
     default: 4
+  download:
+    description:
+      - V(false) resolves only the sha256 each item must have (pinned, locked, or read from its
+        published checksum file, then recorded in the lock file) and leaves O(items[].dest) alone:
+        for hosts that download the files themselves and verify them against that digest.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -229,8 +236,8 @@ items:
   contains:
     action:
       description:
-        - V(unchanged), V(downloaded), V(unpacked) (the cached archive was unpacked again) or
-          V(downloaded and unpacked).
+        - V(unchanged), V(downloaded), V(unpacked) (the cached archive was unpacked again),
+          V(downloaded and unpacked), or V(resolved) with O(download=false).
       type: str
     reason:
       description:
@@ -378,7 +385,9 @@ def parse_checksum(text, filename):
 class Fetcher:
     """Processes the items; :meth:`run` is called once per item, from worker threads."""
 
-    def __init__(self, timeout, check_mode, pins=None, lock=None, lock_file=None, pins_label='checksums'):
+    def __init__(self, timeout, check_mode, pins=None, lock=None, lock_file=None, pins_label='checksums',
+                 download=True):
+        self.download_files = download
         self.timeout = timeout
         self.check_mode = check_mode
         self.pins = pins or {}
@@ -481,6 +490,10 @@ class Fetcher:
     def run(self, item):
         """Bring one item up to date (in check mode: find out what that takes); returns its result."""
         expected, origin = self.expected_sha256(item)
+        if not self.download_files:  # the hosts download it themselves: its digest is all they need
+            return {'action': 'resolved', 'reason': 'digest only', 'changed': False, 'sha256': expected,
+                    'key': item['key'], 'expected_from': origin, 'url': item['url'],
+                    'dest': item['dest'], 'extract_dir': item['extract_dir'], 'before': [], 'after': []}
         current = self.cached_sha256(item)
         result = {'action': 'unchanged', 'reason': UP_TO_DATE, 'changed': False, 'sha256': expected,
                   'key': item['key'], 'expected_from': origin,
@@ -651,6 +664,7 @@ def argument_spec():
         'checksums_label': {'type': 'str', 'default': 'checksums'},
         'timeout': {'type': 'int', 'default': 60},
         'parallel': {'type': 'int', 'default': 4},
+        'download': {'type': 'bool', 'default': True},
     }
 
 
@@ -729,7 +743,8 @@ def main():
                     % (params['checksums_label'], ', '.join(unused), items[0]['key'] if items else 'a URL path'))
 
     fetcher = Fetcher(params['timeout'], module.check_mode,
-                      pins=pins, lock=lock, lock_file=lock_file, pins_label=params['checksums_label'])
+                      pins=pins, lock=lock, lock_file=lock_file, pins_label=params['checksums_label'],
+                      download=params['download'])
 
     def run(item):
         try:

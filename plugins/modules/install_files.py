@@ -32,6 +32,13 @@ description:
   - The contents of files given by O(files[].src) never appear in the result or the diff, so the
     module is safe for private keys. A file given by O(files[].content) shows as a text diff in diff
     mode, unless its O(files[].diff) is V(false).
+  - A file may also come from a URL that the host downloads for itself (O(files[].url)): the
+    download is verified against O(files[].url_sha256) before anything of it is installed, and it is
+    either the file itself or a tar archive holding it (O(files[].member)). Nothing of such a file
+    passes through the controller. An archive is downloaded once per module run whatever the number
+    of its members installed, into C(/var/cache/hardway/downloads), and deleted at the end of the run.
+    The content digest of each member is kept in O(digest_cache), so a later run compares the installed
+    file without downloading anything.
   - The module part runs on the host with the Python standard library only. It is meant to be used
     through the action plugin of the same name (which is what a task C(hardway.kubernetes.install_files)
     does); O(phase), O(bundle) and the suboptions O(files[].sha256) and O(files[].tmp_src) are set
@@ -52,7 +59,23 @@ options:
             O(ansible.builtin.copy#module:src) (the role's C(files) directory, then the playbook's).
           - A source listed for several destinations is hashed and transferred once.
           - Handled by the action plugin; the module only uses it in messages.
-          - Exactly one of O(files[].src) and O(files[].content) is required.
+          - Exactly one of O(files[].src), O(files[].content) and O(files[].url) is required.
+        type: str
+      url:
+        description:
+          - An C(http://) or C(https://) URL the host downloads the file from (or, with
+            O(files[].member), the tar archive holding it). The host must reach it; the controller
+            never does.
+        type: str
+      url_sha256:
+        description:
+          - The sha256 of what O(files[].url) serves, in hexadecimal; required with O(files[].url). A
+            download with another digest fails and installs nothing.
+        type: str
+      member:
+        description:
+          - With O(files[].url) naming a tar archive (gzip-compressed or not), the path of the file
+            inside it, such as C(etcd-v3.6.16-linux-amd64/etcd).
         type: str
       content:
         description:
@@ -100,6 +123,12 @@ options:
           - Internal, set by the action plugin and rejected in a task. The transferred copy of the
             source on the host, for a file whose content differs.
         type: path
+      fetch:
+        description:
+          - Internal, set by the action plugin and rejected in a task. Whether the host downloads
+            O(files[].url) in this run, for a file whose content differs.
+        type: bool
+        default: false
       text_diff:
         description:
           - Internal, set by the action plugin and rejected in a task. Whether the inspection returns
@@ -145,6 +174,11 @@ options:
       - An empty string turns the cache off, so every destination is read and hashed.
     type: str
     default: /var/cache/hardway/install_files-digests.json
+  download_timeout:
+    description:
+      - Seconds a download from O(files[].url) may wait for the server before it fails.
+    type: int
+    default: 60
   phase:
     description:
       - Internal, set by the action plugin and rejected in a task.
@@ -296,7 +330,16 @@ directories:
       elements: str
 """
 
+import os  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.urls import Request  # noqa: E402
+
+from ansible_collections.hardway.kubernetes.plugins.module_utils.downloads import (  # noqa: E402
+    Downloader,
+    install_from_url,
+    resolve_members,
+)
 
 from ansible_collections.hardway.kubernetes.plugins.module_utils.install import (  # noqa: E402
     DIGEST_CACHE,
@@ -332,12 +375,17 @@ def argument_spec():
                 'sha256': {'type': 'str'},
                 'tmp_src': {'type': 'path'},
                 'text_diff': {'type': 'bool', 'default': False},
+                'url': {'type': 'str'},
+                'url_sha256': {'type': 'str'},
+                'member': {'type': 'str'},
+                'fetch': {'type': 'bool', 'default': False},
             },
         },
         'directories': {'type': 'list', 'elements': 'dict', 'default': [], 'options': directory_options('path')},
         'phase': {'type': 'str', 'choices': ['inspect', 'apply'], 'default': 'inspect'},
         'bundle': {'type': 'path'},
         'digest_cache': {'type': 'str', 'default': DIGEST_CACHE},
+        'download_timeout': {'type': 'int', 'default': 60},
     }
 
 
@@ -359,8 +407,14 @@ def resolve_ids(module, specs, tolerate_unknown):
     return ids
 
 
-def inspect(module, specs, ids, dir_specs, dir_ids, cache):
+def inspect(module, specs, ids, dir_specs, dir_ids, cache, downloader):
     results, dir_results = [], []
+    try:
+        resolve_members(specs, cache, downloader)
+    except (InstallError, OSError) as exc:
+        module.fail_json(msg=describe_error(exc))
+    finally:
+        downloader.cleanup()
     for spec, (uid, gid) in zip(dir_specs, dir_ids):
         try:
             dir_results.append(inspect_directory(spec, uid, gid))
@@ -379,7 +433,7 @@ def inspect(module, specs, ids, dir_specs, dir_ids, cache):
     module.exit_json(changed=changed, files=results, directories=dir_results)
 
 
-def apply(module, specs, ids, dir_specs, dir_ids, cache):
+def apply(module, specs, ids, dir_specs, dir_ids, cache, downloader):
     dir_results = []
     for spec, (uid, gid) in zip(dir_specs, dir_ids):
         try:
@@ -396,7 +450,10 @@ def apply(module, specs, ids, dir_specs, dir_ids, cache):
     results = []
     try:
         for spec, (uid, gid) in zip(specs, ids):
-            if spec['tmp_src']:
+            if spec['url'] and spec['fetch']:
+                created = install_from_url(spec, uid, gid, cache, downloader)
+                results.append({'dest': spec['dest'], 'installed': True, 'fixed': [], 'created_dirs': created})
+            elif spec['tmp_src']:
                 if not spec['sha256']:
                     raise InstallError('%s: tmp_src without sha256' % spec['label'])
                 created = install_file(spec, uid, gid, consume=last_use[spec['tmp_src']] == spec['index'],
@@ -407,12 +464,15 @@ def apply(module, specs, ids, dir_specs, dir_ids, cache):
                 results.append({'dest': spec['dest'], 'installed': False, 'fixed': fixed, 'created_dirs': []})
     except InstallError as exc:
         cache.save()
+        downloader.cleanup()
         module.fail_json(msg=str(exc), files=results, directories=dir_results)
     except OSError as exc:
         cache.save()
+        downloader.cleanup()
         module.fail_json(msg='%s: %s' % (specs[len(results)]['label'], describe_error(exc)), files=results,
                          directories=dir_results)
     cache.save()
+    downloader.cleanup()
     changed = any(item['installed'] or item['fixed'] for item in results) or any(d['done'] for d in dir_results)
     module.exit_json(changed=changed, files=results, directories=dir_results)
 
@@ -429,9 +489,14 @@ def main():
     ids = resolve_ids(module, specs, tolerate_unknown=module.check_mode)
     dir_ids = resolve_ids(module, dir_specs, tolerate_unknown=module.check_mode)
     cache = DigestCache(params['digest_cache'] or None)
+    request = Request(timeout=params['download_timeout'], validate_certs=True,
+                      http_agent='hardway.kubernetes.install_files')
+    # archives wait next to the digest cache (/var/cache/hardway/downloads) while their members are installed
+    downloader = Downloader(lambda url: request.open('GET', url),
+                            os.path.join(os.path.dirname(params['digest_cache'] or DIGEST_CACHE), 'downloads'))
     if inspect_only:
-        inspect(module, specs, ids, dir_specs, dir_ids, cache)
-    apply(module, specs, ids, dir_specs, dir_ids, cache)
+        inspect(module, specs, ids, dir_specs, dir_ids, cache, downloader)
+    apply(module, specs, ids, dir_specs, dir_ids, cache, downloader)
 
 
 if __name__ == '__main__':

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import namedtuple
+from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.hardway.kubernetes.plugins.filter import cert_manager as cert_manager_filters
@@ -652,6 +653,11 @@ def host_problems(host, values, facts, runs_pods, is_control_plane, is_etcd, joi
         if public is not None and not isinstance(public, str) or isinstance(public, str) and _ipv4(public):
             add('flannel_public_ip', 'must be an IPv4 address')
     out.extend(Problem(var, values.get(var), rule, host) for var, rule in setting_problems(values))
+    mirror = values.get('artifacts_mirror')
+    if values.get('artifacts_download_on') == 'hosts' and isinstance(mirror, str) and mirror \
+            and urlsplit(mirror).scheme.lower() not in ('http', 'https'):
+        add('artifacts_mirror', 'is a directory or file:// URL on the controller, which the hosts cannot download '
+            'from (artifacts_download_on: hosts): serve it over http(s), or set artifacts_download_on: controller')
     # Ports of the collection's daemons on one host must differ.
     ports = {}
     if is_etcd:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 CACHE = Path(os.environ.get("HARDWAY_CACHE", Path.home() / ".cache" / "hardway"))
@@ -263,6 +264,43 @@ def wait_booted(name: str, timeout: float = 90) -> str:
     raise SystemExit(f"lab: {name} did not finish booting in {timeout:.0f}s (state: {state!r})")
 
 
+# The set's artifact mirror: Python's HTTP server on the lab image, serving the
+# test bed's mirror (tests/testbed/mirror.py) read-only at 172.29.N.4:8080. It
+# stands in for upstream (dl.k8s.io, github.com): the hosts download from it
+# (artifacts_download_on: hosts), the controller reads only checksum files.
+MIRROR_DIR = CACHE / "mirror"
+MIRROR_OCTET = 4
+MIRROR_PORT = 8080
+
+
+def mirror_url(prefix: str) -> str:
+    return f"http://{network_of(prefix)[1]}.{MIRROR_OCTET}:{MIRROR_PORT}"
+
+
+def ensure_mirror_server(prefix: str, tag: str, network: str, timeout: float = 30) -> str:
+    """Start (or keep) `<prefix>-mirror`; returns its URL once it answers."""
+    name = f"{prefix}-mirror"
+    url = mirror_url(prefix)
+    if sh(["docker", "inspect", "--format", "{{.State.Running}}", name], check=False).stdout.strip() != "true":
+        sh(["docker", "rm", "-f", name], check=False)
+        MIRROR_DIR.mkdir(parents=True, exist_ok=True)
+        log(f"starting {name} ({url}, serving {MIRROR_DIR})")
+        sh(["docker", "run", "-d", "--name", name, "--hostname", name, "--network", network,
+            "--ip", url.split("//")[1].split(":")[0], "--label", "hardway.lab=1", "--label", "hardway.role=mirror",
+            "-v", f"{MIRROR_DIR}:/srv/mirror:ro", "--entrypoint", "python3", tag,
+            "-m", "http.server", str(MIRROR_PORT), "--bind", "0.0.0.0", "--directory", "/srv/mirror"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/", timeout=2) as response:
+                if response.status == 200:
+                    return url
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"lab: {name} did not answer at {url} within {timeout:.0f}s")
+
+
 def up(workers: int, prefix: str, suite: str = DEFAULT_SUITE, control_planes: int = 1) -> list[tuple[str, str]]:
     tag = ensure_image(suite)
     network = ensure_network(prefix)
@@ -270,6 +308,7 @@ def up(workers: int, prefix: str, suite: str = DEFAULT_SUITE, control_planes: in
     raise_lab_limits()
     hosts = host_names(workers, prefix, control_planes)
     existing = set(running_hosts(prefix))
+    ensure_mirror_server(prefix, tag, network)
     for name, ip in hosts:
         if name in existing:
             continue

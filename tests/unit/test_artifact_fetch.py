@@ -710,3 +710,24 @@ def test_lock_through_ansible(mirror, tmp_path):
     tamper(mirror, 'bin/tool', 'bin/tool.sha256')
     rc, result, output = run_adhoc('artifact_fetch', lock_args(mirror, cache, lock), tmp_path)
     assert rc != 0 and 'sha256 mismatch' in result['msg'], output
+
+
+def test_digests_only_for_hosts_that_download_themselves(mirror, tmp_path, run_module):
+    """download: false reads the checksum files, records the lock, and touches no cache file; a locked digest
+    that the mirror no longer publishes still stops the run."""
+    cache, lock = tmp_path / 'cache', tmp_path / 'state' / 'artifacts.lock'
+    result = run_module('artifact_fetch', {'items': items(mirror, cache), 'lock_file': str(lock), 'download': False})
+    assert result['rc'] == 0, result
+    assert {name: item['sha256'] for name, item in result['items'].items()} == {
+        'tool': sha(mirror.tool), 'app': sha(mirror.app), 'image': sha(mirror.image)}
+    assert {item['action'] for item in result['items'].values()} == {'resolved'}
+    assert not cache.exists()
+    assert L.read_lock(str(lock)) == {KEYS['tool']: sha(mirror.tool), KEYS['app']: sha(mirror.app),
+                                      KEYS['image']: sha(mirror.image)}
+    assert result['changed']  # the lock file got its entries
+    again = run_module('artifact_fetch', {'items': items(mirror, cache), 'lock_file': str(lock), 'download': False})
+    assert again['rc'] == 0 and not again['changed']
+    mirror.write('bin/tool', b'evil')
+    mirror.write('bin/tool.sha256', sha(b'evil') + '\n')
+    failed = run_module('artifact_fetch', {'items': items(mirror, cache), 'lock_file': str(lock), 'download': False})
+    assert failed.failed and 'sha256 mismatch' in failed['msg'], failed

@@ -28,7 +28,8 @@ IMAGES = [{'archive': 'pause-3.10.2.tar', 'ref': 'registry.k8s.io/pause:3.10.2',
 
 def test_registered():
     assert set(A.FilterModule().filters()) == {'artifact_downloads', 'artifact_installs', 'image_downloads',
-                                               'image_files'}
+                                               'image_files', 'artifact_url_installs', 'images_for_host',
+                                               'image_url_files', 'artifact_probe_urls'}
 
 
 def test_downloads_upstream():
@@ -163,3 +164,67 @@ def test_a_control_plane_that_joins_the_pod_network_gets_flanneld_alone(tmp_path
     assert sorted(result['msg']) == sorted(
         ['/b/' + n for n in ('kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl',
                              'etcd', 'etcdctl', 'etcdutl', 'flanneld')]), output
+
+
+MIRROR = 'http://10.0.0.4:8080'
+DIGESTS = {'kubelet': {'sha256': '1' * 64, 'key': 'k'}, 'etcd': {'sha256': '2' * 64}, 'flannel-cni': '3' * 64}
+
+
+def test_url_installs_name_the_download_and_the_member():
+    """The host downloads what it runs: a download that is the file itself has no member, an archive's file
+    names its path inside; destinations are those of artifact_installs."""
+    downloads = A.artifact_downloads(CATALOG, CACHE, MIRROR, UPSTREAM)
+    items = A.artifact_url_installs(CATALOG, downloads, DIGESTS, ['nodes', 'etcd'], '/b', '/n')
+    base = MIRROR + '/github.com/'
+    assert items == [
+        {'url': MIRROR + '/dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet', 'url_sha256': '1' * 64,
+         'dest': '/b/kubelet', 'mode': '0755'},
+        {'url': base + 'etcd-io/etcd/releases/download/v3.6.16/etcd-v3.6.16-linux-amd64.tar.gz',
+         'url_sha256': '2' * 64, 'dest': '/b/etcd', 'mode': '0755', 'member': 'etcd-v3.6.16-linux-amd64/etcd'},
+        {'url': base + 'etcd-io/etcd/releases/download/v3.6.16/etcd-v3.6.16-linux-amd64.tar.gz',
+         'url_sha256': '2' * 64, 'dest': '/b/etcdctl', 'mode': '0755', 'member': 'etcd-v3.6.16-linux-amd64/etcdctl'},
+        {'url': base + 'flannel-io/cni-plugin/releases/download/v0.9.1/cni-plugin-flannel-linux-amd64-v0.9.1.tgz',
+         'url_sha256': '3' * 64, 'dest': '/n/flannel', 'mode': '0755', 'member': 'flannel-amd64'}]
+    assert [i['dest'] for i in items] == [i['dest'] for i in A.artifact_installs(CATALOG, CACHE, ['nodes', 'etcd'],
+                                                                                 '/b', '/n')]
+    assert A.artifact_url_installs(CATALOG, downloads, DIGESTS, ['control_plane'], '/b', '/n') == [
+        dict(items[2])]
+
+
+def test_url_installs_refuse_a_missing_digest():
+    downloads = A.artifact_downloads(CATALOG, CACHE, MIRROR, UPSTREAM)
+    with pytest.raises(AnsibleFilterError, match='no sha256 resolved for etcd'):
+        A.artifact_url_installs(CATALOG, downloads, {'kubelet': '1' * 64}, ['etcd'], '/b', '/n')
+    with pytest.raises(AnsibleFilterError, match='etcd is not among the downloads'):
+        A.artifact_url_installs(CATALOG, downloads[:1], DIGESTS, ['etcd'], '/b', '/n')
+
+
+def test_images_for_host_and_their_urls():
+    test = {'archive': 'agnhost.tar', 'ref': 'hardway.local/agnhost:1', 'groups': ['testers', 'w9']}
+    images = IMAGES + [test]
+    assert A.images_for_host(images, ['workers', 'w1']) == IMAGES
+    assert A.images_for_host(images, ['workers', 'w9']) == images
+    assert A.images_for_host(images, ['testers']) == images
+    assert A.image_url_files(IMAGES, MIRROR + '/images', {IMAGES[0]['ref']: {'sha256': 'a' * 64}}, '/h') == [
+        {'url': MIRROR + '/images/pause-3.10.2.tar', 'url_sha256': 'a' * 64, 'dest': '/h/pause-3.10.2.tar',
+         'mode': '0644'}]
+    with pytest.raises(AnsibleFilterError, match='no sha256 resolved'):
+        A.image_url_files(IMAGES, MIRROR + '/images', {}, '/h')
+
+
+def test_probe_urls_one_per_server():
+    """A mirror is one server: one probe; upstream is two; image archives add their server unless it is the same."""
+    mirrored = A.artifact_downloads(CATALOG, CACHE, MIRROR, UPSTREAM)
+    assert A.artifact_probe_urls(CATALOG, mirrored, ['nodes'], IMAGES, MIRROR + '/images') == [
+        {'url': MIRROR + '/dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet.sha256', 'var': 'artifacts_mirror'}]
+    upstream = A.artifact_downloads(CATALOG, CACHE, '', UPSTREAM)
+    assert A.artifact_probe_urls(CATALOG, upstream, ['nodes'], IMAGES, MIRROR + '/images',
+                                 'artifacts_upstream') == [
+        {'url': 'https://dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet.sha256', 'var': 'artifacts_upstream'},
+        {'url': 'https://github.com/flannel-io/cni-plugin/releases/download/v0.9.1/'
+                'cni-plugin-flannel-linux-amd64-v0.9.1.tgz.sha256', 'var': 'artifacts_upstream'},
+        {'url': MIRROR + '/images/pause-3.10.2.tar.sha256', 'var': 'artifacts_images_url'}]
+    # an etcd-only host downloads from github.com alone; file:// is nothing a host is asked for
+    assert [p['url'].split('/')[2] for p in A.artifact_probe_urls(CATALOG, upstream, ['etcd'])] == ['github.com']
+    assert A.artifact_probe_urls(CATALOG, A.artifact_downloads(CATALOG, CACHE, 'file:///m', UPSTREAM),
+                                 ['nodes']) == []
