@@ -57,7 +57,7 @@ def mirror(tmp_path):
     server = ThreadingHTTPServer(('127.0.0.1', 0), partial(Handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield root, 'http://127.0.0.1:%d' % server.server_address[1], served
+    yield root, f'http://127.0.0.1:{server.server_address[1]}', served
     server.shutdown()
     server.server_close()
 
@@ -145,8 +145,8 @@ def test_a_download_with_another_digest_installs_nothing(tmp_path, published):
     (pub['root'] / 'kubelet').write_bytes(b'evil kubelet')
     play = Playbook(tmp_path)
     play.run(files, expect_rc=2)
-    assert 'the download %s/kubelet' % pub['base'] in play.output, play.output
-    assert 'expected %s' % sha(pub['kubelet']) in play.output, play.output
+    assert f"the download {pub['base']}/kubelet" in play.output, play.output
+    assert f"expected {sha(pub['kubelet'])}" in play.output, play.output
     assert not (dest / 'kubelet').exists() and not (dest / 'etcd').exists()
 
 
