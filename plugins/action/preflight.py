@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit
 
 from ansible.plugins.action import ActionBase
 
@@ -233,11 +234,16 @@ def _reach_problems(host, reach):
         if status == 200:
             continue
         url = str(answer['item'].get('url'))
-        why = 'HTTP %s' % status if isinstance(status, int) and status > 0 else \
-            str(answer.get('msg') or 'no answer').strip().splitlines()[0][:200]
-        problems.append(checks.problem(str(answer['item'].get('var') or 'artifacts_mirror'), url,
-                                       'cannot be fetched from this host, which downloads its files itself '
-                                       '(artifacts_download_on: hosts): %s' % why, host))
+        if isinstance(status, int) and status > 0:
+            why = 'HTTP %s' % status
+        else:  # no answer at all: the reason urllib gave, without the uri module's wrapping
+            why = str(answer.get('msg') or 'no answer').strip().splitlines()[0]
+            why = re.sub(r'^.*Request failed: (<urlopen error )?(\[Errno -?\d+\] )?', '', why).rstrip('>')[:200]
+        parts = urlsplit(url)
+        problems.append(checks.problem(str(answer['item'].get('var') or 'artifacts_mirror'),
+                                       '%s://%s' % (parts.scheme, parts.netloc),
+                                       'this host downloads its files itself (artifacts_download_on: hosts) but '
+                                       'cannot fetch %s: %s' % (url, why), host))
     return problems
 
 

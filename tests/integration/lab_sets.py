@@ -104,8 +104,8 @@ def ensure_up():
     for name, running in states.items():
         if running is False:  # stopped (a reboot of this machine, say): start it again
             _run(['docker', 'start', name])
-    if None in states.values() or not all(_booted(name) for name in hosts):
-        # Starts what is missing and waits until every host has booted.
+    if None in states.values() or not all(_booted(name) for name in hosts) or not _running(f'{LAB_SET}-mirror'):
+        # Starts what is missing (the set's mirror server too) and waits until every host has booted.
         _run([sys.executable, str(LAB_PY), 'up', '--name', LAB_SET, '--workers', str(WORKERS)], timeout=1800)
     inventory = _run([sys.executable, str(LAB_PY), 'inventory', '--name', LAB_SET,
                       '--workers', str(WORKERS)]).stdout

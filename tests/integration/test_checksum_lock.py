@@ -1,5 +1,8 @@
 """Locked checksums: a tampered mirror is refused by site.yml before any host changes.
 
+(With artifacts_download_on: controller, where the controller downloads every file; the hosts'
+own downloads are tested in test_host_downloads.py.)
+
 The lock is recorded from the test bed's mirror (the artifacts role's ``fetch`` entry point,
 which fills a controller cache and the lock without touching any host). Then one byte of
 kubelet changes in a copy of the mirror (hard links to the real files, the tampered file and
@@ -48,10 +51,10 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def playbook(inventory, path, timeout=900):
+def playbook(inventory, path, timeout=900, extra=()):
     """Run a playbook; its output is kept next to the inventory (<playbook>.log)."""
     start = time.monotonic()
-    proc = subprocess.run(['ansible-playbook', '-i', str(inventory), str(path)], cwd=REPO, env=ansible_env(),
+    proc = subprocess.run(['ansible-playbook', '-i', str(inventory), str(path), *extra], cwd=REPO, env=ansible_env(),
                           capture_output=True, text=True, timeout=timeout, check=False)
     out = proc.stdout + proc.stderr
     log = Path(inventory).parent / f'{path.stem}.log'
@@ -102,7 +105,8 @@ def test_tampered_mirror_is_refused_before_any_host_changes(itest_lab, work):
 
     # 1. Record the lock from the good mirror, through the role, on the controller only.
     inventory = itest_lab.write_inventory(tmp_path / 'inventory-good', {
-        'cluster_state_dir': state, 'artifacts_mirror': MIRROR, 'artifacts_cache_dir': cache})
+        'cluster_state_dir': state, 'artifacts_mirror': MIRROR, 'artifacts_cache_dir': cache,
+        'artifacts_download_on': 'controller'})
     record = tmp_path / 'record.yml'
     record.write_text(RECORD_PLAYBOOK)
     start = time.monotonic()
@@ -122,7 +126,8 @@ def test_tampered_mirror_is_refused_before_any_host_changes(itest_lab, work):
 
     # 3. site.yml against the bare hosts, with the tampered mirror: refused, nothing installed.
     inventory = itest_lab.write_inventory(tmp_path / 'inventory-tampered', {
-        'cluster_state_dir': state, 'artifacts_mirror': mirror, 'artifacts_cache_dir': cache})
+        'cluster_state_dir': state, 'artifacts_mirror': mirror, 'artifacts_cache_dir': cache,
+        'artifacts_download_on': 'controller'})
     before = itest_lab.snapshot()
     absent = {host: not itest_lab.exists(host, '/usr/local/bin/kubelet') for host in itest_lab.hosts}
     start = time.monotonic()

@@ -273,21 +273,27 @@ MIRROR_OCTET = 4
 MIRROR_PORT = 8080
 
 
-def mirror_url(prefix: str) -> str:
-    return f"http://{network_of(prefix)[1]}.{MIRROR_OCTET}:{MIRROR_PORT}"
+def mirror_url(prefix: str, octet: int = MIRROR_OCTET) -> str:
+    return f"http://{network_of(prefix)[1]}.{octet}:{MIRROR_PORT}"
 
 
-def ensure_mirror_server(prefix: str, tag: str, network: str, timeout: float = 30) -> str:
-    """Start (or keep) `<prefix>-mirror`; returns its URL once it answers."""
-    name = f"{prefix}-mirror"
-    url = mirror_url(prefix)
+def ensure_mirror_server(prefix: str, tag: str | None = None, network: str | None = None, timeout: float = 30,
+                         directory: Path = MIRROR_DIR, octet: int = MIRROR_OCTET, name: str | None = None) -> str:
+    """Start (or keep) `<prefix>-mirror` serving ``directory``; returns its URL once it answers.
+
+    The integration tests start a second one (another name, directory and address) to serve a
+    tampered copy of the mirror."""
+    name = name or f"{prefix}-mirror"
+    url = mirror_url(prefix, octet)
+    tag = tag or ensure_image()
+    network = network or ensure_network(prefix)
     if sh(["docker", "inspect", "--format", "{{.State.Running}}", name], check=False).stdout.strip() != "true":
         sh(["docker", "rm", "-f", name], check=False)
-        MIRROR_DIR.mkdir(parents=True, exist_ok=True)
-        log(f"starting {name} ({url}, serving {MIRROR_DIR})")
+        directory.mkdir(parents=True, exist_ok=True)
+        log(f"starting {name} ({url}, serving {directory})")
         sh(["docker", "run", "-d", "--name", name, "--hostname", name, "--network", network,
             "--ip", url.split("//")[1].split(":")[0], "--label", "hardway.lab=1", "--label", "hardway.role=mirror",
-            "-v", f"{MIRROR_DIR}:/srv/mirror:ro", "--entrypoint", "python3", tag,
+            "-v", f"{directory}:/srv/mirror:ro", "--entrypoint", "python3", tag,
             "-m", "http.server", str(MIRROR_PORT), "--bind", "0.0.0.0", "--directory", "/srv/mirror"])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
