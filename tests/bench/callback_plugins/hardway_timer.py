@@ -4,6 +4,13 @@
 
 Enabled by the benchmark only (ANSIBLE_CALLBACKS_ENABLED=hardway_timer) and
 writes to the file named by HARDWAY_TIMER_OUT when the playbook ends.
+
+With HARDWAY_BYTES_OUT set, it also counts the bytes the controller sends to
+each host over the lab's connection (community.docker.docker): every command
+and its input (module payloads, pipelined) and every file put. The connection
+class is wrapped here, in the main process, before Ansible forks its workers,
+which inherit the wrapper; each worker appends "<host> <bytes>" lines to that
+file, which the benchmark sums per host.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,6 +31,37 @@ requirements:
 """
 
 
+def _count_bytes(path):
+    """Wrap the docker connection so that each call appends the bytes it sends to ``path``."""
+    try:
+        from ansible_collections.community.docker.plugins.connection import docker
+    except ImportError:
+        return
+    cls = docker.Connection
+    if getattr(cls, "_hardway_counted", False):
+        return
+
+    def record(conn, sent):
+        host = conn.get_option("remote_addr") or "?"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{host} {sent}\n".encode())
+        finally:
+            os.close(fd)
+
+    exec_command, put_file = cls.exec_command, cls.put_file
+
+    def counted_exec(self, cmd, in_data=None, sudoable=False):
+        record(self, len(cmd) + len(in_data or b""))
+        return exec_command(self, cmd, in_data=in_data, sudoable=sudoable)
+
+    def counted_put(self, in_path, out_path):
+        record(self, os.path.getsize(in_path))
+        return put_file(self, in_path, out_path)
+
+    cls.exec_command, cls.put_file, cls._hardway_counted = counted_exec, counted_put, True
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
@@ -35,6 +73,8 @@ class CallbackModule(CallbackBase):
         self.tasks = []
         self.current = None
         self.start = time.monotonic()
+        if os.environ.get("HARDWAY_BYTES_OUT"):
+            _count_bytes(os.environ["HARDWAY_BYTES_OUT"])
 
     def _close(self):
         if self.current is not None:
