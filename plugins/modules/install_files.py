@@ -333,11 +333,11 @@ directories:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.urls import Request  # noqa: E402
 
 from ansible_collections.hardway.kubernetes.plugins.module_utils.downloads import (  # noqa: E402
     Downloader,
     install_from_url,
+    url_opener,
     resolve_members,
 )
 
@@ -489,10 +489,8 @@ def main():
     ids = resolve_ids(module, specs, tolerate_unknown=module.check_mode)
     dir_ids = resolve_ids(module, dir_specs, tolerate_unknown=module.check_mode)
     cache = DigestCache(params['digest_cache'] or None)
-    request = Request(timeout=params['download_timeout'], validate_certs=True,
-                      http_agent='hardway.kubernetes.install_files')
     # archives wait next to the digest cache (/var/cache/hardway/downloads) while their members are installed
-    downloader = Downloader(lambda url: request.open('GET', url),
+    downloader = Downloader(url_opener(params['download_timeout']),
                             os.path.join(os.path.dirname(params['digest_cache'] or DIGEST_CACHE), 'downloads'))
     if inspect_only:
         inspect(module, specs, ids, dir_specs, dir_ids, cache, downloader)
