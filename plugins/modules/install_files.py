@@ -32,7 +32,7 @@ description:
   - The contents of files given by O(files[].src) never appear in the result or the diff, so the
     module is safe for private keys. A file given by O(files[].content) shows as a text diff in diff
     mode, unless its O(files[].diff) is V(false).
-  - A file may also come from a URL that the host downloads for itself (O(files[].url)): the
+  - A file may also come from a URL that the host downloads for itself (O(files[].url)). The
     download is verified against O(files[].url_sha256) before anything of it is installed, and it is
     either the file itself or a tar archive holding it (O(files[].member)). Nothing of such a file
     passes through the controller. An archive is downloaded once per module run whatever the number
