@@ -85,7 +85,8 @@ class ActionModule(ActionBase):
         for role in ['cluster', 'preflight'] + [r for r in roles if r not in ('cluster', 'preflight')]:
             path = os.path.join(self._role_dir(task_vars, role), 'meta', 'argument_specs.yml')
             data = self._load(path) or {}
-            for name, spec in (data.get('argument_specs', {}).get('main', {}).get('options') or {}).items():
+            entry = 'settings' if role == 'cluster' else 'main'  # see roles/cluster/meta/argument_specs.yml
+            for name, spec in (data.get('argument_specs', {}).get(entry, {}).get('options') or {}).items():
                 specs[name] = (role, spec)
         return specs
 

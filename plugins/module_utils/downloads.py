@@ -24,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import ssl
 import tarfile
 import tempfile
+import urllib.request
 
 from ansible_collections.hardway.kubernetes.plugins.module_utils.files import write_atomic
 from ansible_collections.hardway.kubernetes.plugins.module_utils.install import (
@@ -37,6 +39,21 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.install import 
 
 # Where archives wait while their members are installed, then are deleted.
 DOWNLOAD_DIR = '/var/cache/hardway/downloads'
+
+
+def url_opener(timeout):
+    """``opener(url)``: a GET through urllib (the host's proxy settings, its CA store, redirects followed).
+
+    urllib rather than ansible.module_utils.urls keeps the module's payload small: it travels to
+    every host on every run.
+    """
+    context = ssl.create_default_context()
+    agent = {'User-Agent': 'hardway.kubernetes.install_files'}
+
+    def opener(url):
+        return urllib.request.urlopen(urllib.request.Request(url, headers=agent), timeout=timeout,  # noqa: S310
+                                      context=context)
+    return opener
 
 
 def member_key(url_sha256, member):

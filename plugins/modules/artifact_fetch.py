@@ -132,7 +132,7 @@ options:
   download:
     description:
       - V(false) resolves only the sha256 each item must have (pinned, locked, or read from its
-        published checksum file, then recorded in the lock file) and leaves O(items[].dest) alone:
+        published checksum file, then recorded in the lock file) and leaves O(items[].dest) alone,
         for hosts that download the files themselves and verify them against that digest.
     type: bool
     default: true

@@ -32,7 +32,7 @@ description:
   - The contents of files given by O(files[].src) never appear in the result or the diff, so the
     module is safe for private keys. A file given by O(files[].content) shows as a text diff in diff
     mode, unless its O(files[].diff) is V(false).
-  - A file may also come from a URL that the host downloads for itself (O(files[].url)): the
+  - A file may also come from a URL that the host downloads for itself (O(files[].url)). The
     download is verified against O(files[].url_sha256) before anything of it is installed, and it is
     either the file itself or a tar archive holding it (O(files[].member)). Nothing of such a file
     passes through the controller. An archive is downloaded once per module run whatever the number
@@ -333,11 +333,11 @@ directories:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.urls import Request  # noqa: E402
 
 from ansible_collections.hardway.kubernetes.plugins.module_utils.downloads import (  # noqa: E402
     Downloader,
     install_from_url,
+    url_opener,
     resolve_members,
 )
 
@@ -489,10 +489,8 @@ def main():
     ids = resolve_ids(module, specs, tolerate_unknown=module.check_mode)
     dir_ids = resolve_ids(module, dir_specs, tolerate_unknown=module.check_mode)
     cache = DigestCache(params['digest_cache'] or None)
-    request = Request(timeout=params['download_timeout'], validate_certs=True,
-                      http_agent='hardway.kubernetes.install_files')
     # archives wait next to the digest cache (/var/cache/hardway/downloads) while their members are installed
-    downloader = Downloader(lambda url: request.open('GET', url),
+    downloader = Downloader(url_opener(params['download_timeout']),
                             os.path.join(os.path.dirname(params['digest_cache'] or DIGEST_CACHE), 'downloads'))
     if inspect_only:
         inspect(module, specs, ids, dir_specs, dir_ids, cache, downloader)

@@ -102,7 +102,8 @@ def load_specs() -> dict:
     specs = {}
     for role in ['cluster', 'preflight'] + checked:
         data = yaml.safe_load((REPO / 'roles' / role / 'meta/argument_specs.yml').read_text())
-        for name, spec in data['argument_specs']['main']['options'].items():
+        entry = 'settings' if role == 'cluster' else 'main'  # see roles/cluster/meta/argument_specs.yml
+        for name, spec in data['argument_specs'][entry]['options'].items():
             specs[name] = (role, spec)
     return specs
 
