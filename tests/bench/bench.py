@@ -204,6 +204,27 @@ def floor_replay(capture: Path, workers: int) -> dict:
         shutil.rmtree(capture, ignore_errors=True)
 
 
+def api_request_rate(state: Path, seconds: float = 30) -> float | None:
+    """Requests per second the API server serves on the settled cluster (apiserver_request_total over
+    ``seconds``): the steady load each node adds (leases, status, watches), for the README's estimates."""
+    kubectl = [str(mirror.k8s_binary("kubectl")), "--kubeconfig", str(state / "admin.kubeconfig"),
+               "get", "--raw", "/metrics"]
+
+    def total() -> float | None:
+        proc = subprocess.run(kubectl, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return None
+        return sum(float(line.rsplit(" ", 1)[1]) for line in proc.stdout.splitlines()
+                   if line.startswith("apiserver_request_total{"))
+
+    first = total()
+    time.sleep(seconds)
+    second = total()
+    if first is None or second is None:
+        return None
+    return round((second - first) / seconds, 2)
+
+
 def memory_available() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -466,6 +487,7 @@ def bench_scale(counts: list[int]) -> dict:
             again = playbook(inventory, REPO / "playbooks" / "site.yml", state, f"scale-{workers}-rerun", no_tests)
             run["rerun"] = {"seconds": again["wall"], "changed": again["changed"], "rc": again["rc"],
                             "cpu_seconds": again["cpu_seconds"]}
+            run["api_requests_per_second"] = api_request_rate(state)
         out["runs"][workers] = run
         print(f"bench: {workers} workers: {r['wall']} s (rc {r['rc']}), Ansible CPU {r['cpu_seconds']['ansible']} s, "
               f"{run['bytes_per_worker']} bytes sent per worker", flush=True)
@@ -723,6 +745,8 @@ def print_table(r: dict) -> None:
                      "", ""))
         if "rerun" in v:
             rows.append(("  re-run: seconds / changed", f"{v['rerun']['seconds']} / {v['rerun']['changed']}", "", ""))
+        if v.get("api_requests_per_second") is not None:
+            rows.append(("  API server requests/s, settled", v["api_requests_per_second"], "", ""))
     if scale.get("skipped"):
         rows.append(("  scale runs skipped", scale["skipped"], "", ""))
     if "per_added_worker" in scale:
