@@ -239,7 +239,7 @@ def _reach_problems(host, reach):
             why = 'HTTP %s' % status
         else:  # no answer at all: the reason urllib gave, without the uri module's wrapping
             why = str(answer.get('msg') or 'no answer').strip().splitlines()[0]
-            why = re.sub(r'^.*Request failed: (<urlopen error )?(\[Errno -?\d+\] )?', '', why).rstrip('>')[:200]
+            why = re.sub(r'^.*Request failed: (<\w+ error )?(\[Errno -?\d+\] )?', '', why).rstrip('>')[:200]
         parts = urlsplit(url)
         problems.append(checks.problem(str(answer['item'].get('var') or 'artifacts_mirror'),
                                        '%s://%s' % (parts.scheme, parts.netloc),

@@ -47,12 +47,11 @@ def url_opener(timeout):
     urllib rather than ansible.module_utils.urls keeps the module's payload small: it travels to
     every host on every run.
     """
-    context = ssl.create_default_context()
+    handlers = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl.create_default_context()))
     agent = {'User-Agent': 'hardway.kubernetes.install_files'}
 
     def opener(url):
-        return urllib.request.urlopen(urllib.request.Request(url, headers=agent), timeout=timeout,  # noqa: S310
-                                      context=context)
+        return handlers.open(urllib.request.Request(url, headers=agent), timeout=timeout)
     return opener
 
 

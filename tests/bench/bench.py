@@ -156,7 +156,7 @@ def bytes_per_host(path: Path) -> dict:
     total: dict[str, int] = {}
     if path.exists():
         for line in path.read_text().splitlines():
-            host, _, count = line.partition(" ")
+            host, count = (line.split(" ", 1) + [""])[:2]
             if count.isdigit():
                 total[host] = total.get(host, 0) + int(count)
     return total

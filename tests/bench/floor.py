@@ -109,7 +109,7 @@ def changed_paths(host: str) -> tuple[list[str], list[str]]:
     out = subprocess.run(["docker", "diff", host], capture_output=True, text=True, check=True).stdout
     present, deleted = [], []
     for line in out.splitlines():
-        kind, _, path = line.partition(" ")
+        kind, path = line[:1], line[2:]
         if kept(path):
             (deleted if kind == "D" else present).append(path)
     return sorted(present), sorted(deleted)
@@ -127,7 +127,7 @@ def added_users(host: str) -> list[dict]:
     before = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "cat", image,
                              "/etc/passwd", "/etc/group"], capture_output=True, text=True, check=True).stdout
     now = dexec(host, "cat /etc/passwd; echo ---; cat /etc/group").decode()
-    passwd, _, group = now.partition("---\n")
+    passwd, group = now.split("---\n", 1)
     old = accounts(before)
     groups = {fields[2]: fields[0] for fields in accounts(group).values()}
     users = []
