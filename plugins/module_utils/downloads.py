@@ -102,8 +102,8 @@ class Downloader:
             raise InstallError('%s: cannot download %s: %s' % (spec['label'], spec['url'], _why(exc))) from None
 
     def _verified(self, spec, handle):
-        return VerifyingReader(handle, spec['url_sha256'],
-                               '%s: the download %s' % (spec['label'], spec['url']))
+        return VerifyingReader(handle, spec['url_sha256'], spec['label'],
+                               'the download %s' % spec['url'])
 
     def archive(self, spec):
         """A local, verified copy of the archive at ``spec['url']`` (downloaded once per run)."""

@@ -139,10 +139,11 @@ class VerifyingReader:
     rename, so a corrupted transfer never replaces the destination.
     """
 
-    def __init__(self, handle, expected, name):
+    def __init__(self, handle, expected, name, what='the transferred copy'):
         self._handle = handle
         self._expected = expected
         self._name = name
+        self._what = what
         self._digest = hashlib.sha256()
 
     def read(self, size=-1):
@@ -150,8 +151,8 @@ class VerifyingReader:
         if data:
             self._digest.update(data)
         elif self._digest.hexdigest() != self._expected:
-            raise InstallError('%s: the transferred copy has sha256 %s, expected %s'
-                               % (self._name, self._digest.hexdigest(), self._expected))
+            raise InstallError('%s: %s has sha256 %s, expected %s'
+                               % (self._name, self._what, self._digest.hexdigest(), self._expected))
         return data
 
 

@@ -85,7 +85,9 @@ class LabSet:
         """``docker diff`` of a host without the paths that change by themselves (NOISE)."""
         lines = _run(['docker', 'diff', host]).stdout.splitlines()
         return sorted(line for line in lines
-                      if not any(line[2:] == p or line[2:].startswith(p + '/') for p in NOISE))
+                      if not any(line[2:] == p or line[2:].startswith(p + '/') for p in NOISE)
+                      # a directory changed only because a noisy path below it came (/root for /root/.ansible)
+                      and not (line.startswith('C ') and any(p.startswith(line[2:] + '/') for p in NOISE)))
 
     def listing(self, host):
         """Every path below INSTALL_DIRS with its size and mtime (directories that exist)."""
