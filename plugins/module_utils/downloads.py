@@ -21,7 +21,6 @@ syntax: this runs on the managed hosts.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import ssl
@@ -32,6 +31,7 @@ import urllib.request
 from ansible_collections.hardway.kubernetes.plugins.module_utils.files import write_atomic
 from ansible_collections.hardway.kubernetes.plugins.module_utils.install import (
     CHUNK,
+    HashingReader,
     InstallError,
     VerifyingReader,
     make_parents,
@@ -67,20 +67,6 @@ def _why(exc):
     if isinstance(exc, OSError) and not getattr(exc, 'code', None) and exc.strerror:
         return exc.strerror
     return str(exc) or exc.__class__.__name__
-
-
-class HashingReader:
-    """Wraps a binary file object and hashes what is read through it."""
-
-    def __init__(self, handle):
-        self._handle = handle
-        self.digest = hashlib.sha256()
-
-    def read(self, size=-1):
-        data = self._handle.read(size)
-        if data:
-            self.digest.update(data)
-        return data
 
 
 class Downloader:

@@ -132,7 +132,26 @@ def _lock(handle):
     # released when the handle is closed
 
 
-class VerifyingReader:
+class HashingReader:
+    """Wraps a binary file object and hashes what is read through it (``digest``)."""
+
+    def __init__(self, handle):
+        self._handle = handle
+        self.digest = hashlib.sha256()
+
+    def read(self, size=-1):
+        data = self._handle.read(size)
+        if data:
+            self.digest.update(data)
+        else:
+            self.at_end()
+        return data
+
+    def at_end(self):
+        pass
+
+
+class VerifyingReader(HashingReader):
     """Wraps a binary file object; at its end, raises InstallError unless the sha256 matches.
 
     Handed to :func:`write_atomic`, a mismatch aborts the write before the
@@ -140,20 +159,15 @@ class VerifyingReader:
     """
 
     def __init__(self, handle, expected, name, what='the transferred copy'):
-        self._handle = handle
+        super().__init__(handle)
         self._expected = expected
         self._name = name
         self._what = what
-        self._digest = hashlib.sha256()
 
-    def read(self, size=-1):
-        data = self._handle.read(size)
-        if data:
-            self._digest.update(data)
-        elif self._digest.hexdigest() != self._expected:
+    def at_end(self):
+        if self.digest.hexdigest() != self._expected:
             raise InstallError('%s: %s has sha256 %s, expected %s'
-                               % (self._name, self._what, self._digest.hexdigest(), self._expected))
-        return data
+                               % (self._name, self._what, self.digest.hexdigest(), self._expected))
 
 
 # ---------------------------------------------------------------- options

@@ -7,11 +7,9 @@ host downloads and when it does not.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import stat
-import tarfile
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +17,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from ansible_collections.hardway.kubernetes.plugins.module_utils import downloads as D
 from ansible_collections.hardway.kubernetes.plugins.module_utils import install as I
+from test_artifact_fetch import make_tgz
 from test_install_files import Playbook
 
 BIG = 2 * 1024 * 1024
@@ -26,17 +25,6 @@ BIG = 2 * 1024 * 1024
 
 def sha(data):
     return hashlib.sha256(data).hexdigest()
-
-
-def tar_gz(members):
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode='w:gz') as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o755
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -67,7 +55,7 @@ def published(mirror):
     root, base, served = mirror
     kubelet = os.urandom(BIG)
     members = {'etcd-v1/etcd': os.urandom(BIG), 'etcd-v1/etcdctl': b'etcdctl ' * 10, './bridge': b'bridge'}
-    archive = tar_gz(members)
+    archive = make_tgz(members)
     (root / 'kubelet').write_bytes(kubelet)
     (root / 'etcd.tar.gz').write_bytes(archive)
     return {'base': base, 'served': served, 'kubelet': kubelet, 'members': members, 'archive': archive,
@@ -140,7 +128,7 @@ def test_host_downloads_verifies_and_installs(tmp_path, published):
 def test_a_download_with_another_digest_installs_nothing(tmp_path, published):
     pub, dest = published, tmp_path / 'dest'
     files = items(pub, dest)
-    (pub['root'] / 'etcd.tar.gz').write_bytes(tar_gz({'etcd-v1/etcd': b'evil', 'etcd-v1/etcdctl': b'evil',
+    (pub['root'] / 'etcd.tar.gz').write_bytes(make_tgz({'etcd-v1/etcd': b'evil', 'etcd-v1/etcdctl': b'evil',
                                                       './bridge': b'evil'}))
     (pub['root'] / 'kubelet').write_bytes(b'evil kubelet')
     play = Playbook(tmp_path)
