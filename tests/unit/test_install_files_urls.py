@@ -128,8 +128,8 @@ def test_host_downloads_verifies_and_installs(tmp_path, published):
 def test_a_download_with_another_digest_installs_nothing(tmp_path, published):
     pub, dest = published, tmp_path / 'dest'
     files = items(pub, dest)
-    (pub['root'] / 'etcd.tar.gz').write_bytes(make_tgz({'etcd-v1/etcd': b'evil', 'etcd-v1/etcdctl': b'evil',
-                                                      './bridge': b'evil'}))
+    evil = {'etcd-v1/etcd': b'evil', 'etcd-v1/etcdctl': b'evil', './bridge': b'evil'}
+    (pub['root'] / 'etcd.tar.gz').write_bytes(make_tgz(evil))
     (pub['root'] / 'kubelet').write_bytes(b'evil kubelet')
     play = Playbook(tmp_path)
     play.run(files, expect_rc=2)
