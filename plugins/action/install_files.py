@@ -68,6 +68,14 @@ ARGUMENT_SPEC = {
 CONTENT_REASONS = ('missing', 'content')
 
 
+def _mode(label, value):
+    """The mode of an item as an octal string, or InstallError naming the item."""
+    try:
+        return format_mode(parse_mode(value))
+    except ValueError as exc:
+        raise InstallError('%s: %s' % (label, exc)) from None
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False  # the remote temporary directory is made only when something is transferred
     _supports_check_mode = True
@@ -99,10 +107,7 @@ class ActionModule(ActionBase):
             if item['url']:
                 # downloaded by the host itself: nothing to hash or transfer here
                 label = 'files[%d] (url=%s, dest=%s)' % (index, item['url'], item['dest'])
-                try:
-                    mode = format_mode(parse_mode(item['mode']))
-                except ValueError as exc:
-                    raise InstallError('%s: %s' % (label, exc)) from None
+                mode = _mode(label, item['mode'])
                 if urlsplit(item['url']).scheme.lower() not in ('http', 'https'):
                     raise InstallError('%s: url must be an http:// or https:// URL' % label)
                 module = {'url': item['url'], 'url_sha256': item['url_sha256'], 'member': item['member'],
@@ -130,10 +135,7 @@ class ActionModule(ActionBase):
                 data = content.encode('utf-8')
                 digest, size = hashlib.sha256(data).hexdigest(), len(data)
                 key = 'content:' + digest
-            try:
-                mode = format_mode(parse_mode(item['mode']))
-            except ValueError as exc:
-                raise InstallError('%s: %s' % (label, exc)) from None
+            mode = _mode(label, item['mode'])
             module = {'src': src, 'dest': item['dest'], 'mode': mode, 'owner': item['owner'],
                       'group': item['group'], 'sha256': digest}
             show_text = text_diff and data is not None and item['diff']
@@ -252,10 +254,7 @@ class ActionModule(ActionBase):
     @staticmethod
     def _directory(index, item):
         label = 'directories[%d] (%s)' % (index, item['path'])
-        try:
-            mode = format_mode(parse_mode(item['mode']))
-        except ValueError as exc:
-            raise InstallError('%s: %s' % (label, exc)) from None
+        mode = _mode(label, item['mode'])
         return {'path': item['path'], 'mode': mode, 'owner': item['owner'], 'group': item['group']}
 
     # ------------------------------------------------------------ results

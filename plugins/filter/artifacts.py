@@ -82,20 +82,24 @@ def artifact_downloads(catalog, cache_dir, mirror_url='', upstream=None):
     return out
 
 
+def _installed(entry, groups, bin_dir, cni_bin_dir):
+    """``(name in the download, {dest, mode})`` for each file of ``entry`` whose install groups meet ``groups``."""
+    directory = entry.get('install_dir') or (cni_bin_dir if entry.get('cni') else bin_dir)
+    for name, wanted in entry['install'].items():
+        if groups.intersection(wanted or []):
+            installed = (entry.get('rename') or {}).get(name, name)
+            yield name, {'dest': '%s/%s' % (directory.rstrip('/'), installed), 'mode': entry.get('mode') or '0755'}
+
+
 def artifact_installs(catalog, cache_dir, host_groups, bin_dir, cni_bin_dir):
     """``{src, dest, mode}`` for every file whose install groups meet ``host_groups``."""
     groups = set(host_groups or [])
     out = []
     for entry in _catalog(catalog, 'artifact_installs'):
         _path, dest, extract = _paths(entry, cache_dir)
-        directory = entry.get('install_dir') or (cni_bin_dir if entry.get('cni') else bin_dir)
-        for name, wanted in entry['install'].items():
-            if not groups.intersection(wanted or []):
-                continue
+        for name, item in _installed(entry, groups, bin_dir, cni_bin_dir):
             src = '%s/%s%s' % (extract, entry.get('archive_root') or '', name) if extract else dest
-            installed = (entry.get('rename') or {}).get(name, name)
-            out.append({'src': src, 'dest': '%s/%s' % (directory.rstrip('/'), installed),
-                        'mode': entry.get('mode') or '0755'})
+            out.append(dict(item, src=src))
     return out
 
 
@@ -118,7 +122,7 @@ def artifact_url_installs(catalog, downloads, digests, host_groups, bin_dir, cni
     urls = {item['name']: item['url'] for item in downloads or []}
     out = []
     for entry in _catalog(catalog, 'artifact_url_installs'):
-        wanted = [name for name, on in entry['install'].items() if groups.intersection(on or [])]
+        wanted = list(_installed(entry, groups, bin_dir, cni_bin_dir))
         if not wanted:
             continue
         if entry['name'] not in urls:
@@ -126,11 +130,8 @@ def artifact_url_installs(catalog, downloads, digests, host_groups, bin_dir, cni
                                      % entry['name'])
         digest = _digest(digests, entry['name'], 'artifact_url_installs')
         archive = ARCHIVE.search(entry['file'])
-        directory = entry.get('install_dir') or (cni_bin_dir if entry.get('cni') else bin_dir)
-        for name in wanted:
-            item = {'url': urls[entry['name']], 'url_sha256': digest,
-                    'dest': '%s/%s' % (directory.rstrip('/'), (entry.get('rename') or {}).get(name, name)),
-                    'mode': entry.get('mode') or '0755'}
+        for name, item in wanted:
+            item.update(url=urls[entry['name']], url_sha256=digest)
             if archive:
                 item['member'] = '%s%s' % (entry.get('archive_root') or '', name)
             out.append(item)

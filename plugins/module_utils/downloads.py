@@ -34,6 +34,7 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.install import 
     HashingReader,
     InstallError,
     VerifyingReader,
+    describe_fetch_error as _why,
     make_parents,
 )
 
@@ -58,15 +59,6 @@ def url_opener(timeout):
 def member_key(url_sha256, member):
     """The digest cache's key for one member of the archive with sha256 ``url_sha256``."""
     return '%s/%s' % (url_sha256, member)
-
-
-def _why(exc):
-    reason = getattr(exc, 'reason', None)  # URLError wraps the real error
-    if reason is not None and not getattr(exc, 'code', None):
-        exc = reason
-    if isinstance(exc, OSError) and not getattr(exc, 'code', None) and exc.strerror:
-        return exc.strerror
-    return str(exc) or exc.__class__.__name__
 
 
 class Downloader:
@@ -96,9 +88,7 @@ class Downloader:
         url = spec['url']
         if url in self._archives:
             return self._archives[url]
-        make_parents(os.path.join(self.download_dir, 'x'))
-        if not os.path.isdir(self.download_dir):
-            os.mkdir(self.download_dir, 0o700)
+        make_parents(os.path.join(self.download_dir, 'x'))  # the directory itself, 0755 (its files are 0600)
         fd, path = tempfile.mkstemp(prefix='.%s.' % spec['url_sha256'][:16], suffix='.download',
                                     dir=self.download_dir)
         try:
@@ -136,13 +126,12 @@ class Downloader:
         return found
 
     def install(self, spec, uid, gid):
-        """Install ``spec['dest']`` from its URL; returns the installed content's sha256.
+        """Install ``spec['dest']`` (whose directory exists) from its URL; returns the installed content's sha256.
 
         The file is written next to its destination and renamed over it only
         once it is complete (and, for a download that is the file itself,
         verified).
         """
-        make_parents(spec['dest'])
         if not spec.get('member'):
             try:
                 with self._open(spec) as response:

@@ -610,6 +610,16 @@ def describe_error(exc):
     return str(exc)
 
 
+def describe_fetch_error(exc):
+    """A short text for an exception raised while reading a URL or writing a file."""
+    reason = getattr(exc, 'reason', None)  # URLError wraps the real error
+    if reason is not None and not getattr(exc, 'code', None):
+        exc = reason
+    if isinstance(exc, OSError) and not getattr(exc, 'code', None):
+        return describe_error(exc)
+    return str(exc) or exc.__class__.__name__
+
+
 # ---------------------------------------------------------------- on the controller
 
 

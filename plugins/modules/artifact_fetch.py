@@ -322,6 +322,7 @@ from ansible_collections.hardway.kubernetes.plugins.module_utils.install import 
     InstallError,
     VerifyingReader,
     describe_error,
+    describe_fetch_error as _why,
     make_parents,
     source_sha256,
 )
@@ -526,16 +527,6 @@ class Fetcher:
             actions = [action for action, done in (('downloaded', download), ('unpacked', unpack)) if done]
             result.update(changed=True, reason='; '.join(reasons), action=' and '.join(actions))
         return result
-
-
-def _why(exc):
-    """A short text for an exception raised while reading a URL or writing a file."""
-    reason = getattr(exc, 'reason', None)  # URLError wraps the real error
-    if reason is not None and not getattr(exc, 'code', None):
-        exc = reason
-    if isinstance(exc, OSError) and not getattr(exc, 'code', None):
-        return describe_error(exc)
-    return str(exc) or exc.__class__.__name__
 
 
 def remember_sha256(path, digest):
